@@ -1,0 +1,85 @@
+//! The command-line layer of costplus: argument definitions (clap), output (human or JSON),
+//! logging setup and exit codes, shared by the per-task binaries and the umbrella `costplus`.
+//!
+//! Binaries are one call into this crate; this crate is one call per command into the
+//! libraries. Data goes to stdout, logs and hints to stderr.
+//!
+//! Exit codes (every binary):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the command failed (the error is printed on stderr) |
+//! | 2 | invalid arguments |
+//! | 3 | the command ran, and what it checks failed (findings over threshold, drill failed, violations) |
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
+
+pub mod output;
+pub mod sandbox;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Options every command accepts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// More logging on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// `costplus`: every costplus task under one binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "costplus",
+    version,
+    about = "Run a small managed-PostgreSQL business safely from one seat."
+)]
+pub struct Umbrella {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Task,
+}
+
+/// The tasks of the umbrella binary.
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// The whole system on this machine, on loopback: up, status, env, down.
+    Sandbox(sandbox::SandboxArgs),
+}
+
+/// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(output::color_enabled_stderr())
+        .try_init();
+}
+
+/// Print an error chain on stderr and return exit code 1.
+pub fn report_error(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    ExitCode::from(1)
+}
+
+/// Entry point of the umbrella binary `costplus`.
+pub fn main_umbrella() -> ExitCode {
+    let cli = Umbrella::parse();
+    init_logging(cli.global.verbose);
+    let result = match cli.command {
+        Task::Sandbox(args) => sandbox::run(args),
+    };
+    result.unwrap_or_else(|e| report_error(&e))
+}

@@ -1,0 +1,29 @@
+//! Output helpers: human or JSON, colour only on a terminal and without `NO_COLOR`.
+
+use std::io::IsTerminal;
+
+/// Output format of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Text for a person.
+    #[default]
+    Human,
+    /// JSON for programs (documented, stable keys).
+    Json,
+}
+
+/// Whether to colour stderr.
+pub fn color_enabled_stderr() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+/// Whether to colour stdout.
+pub fn color_enabled_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The TOML configuration: one or more servers (a fleet; one VPS is the first case) and the
+//! policies that apply to all of them.
+//!
+//! Secrets are never in this file: passwords come from files (0600) it points to.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+use costplus_pgcluster::connect::{ConnectOptions, SslMode};
+
+/// Environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "COSTPLUS_CONFIG";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The PostgreSQL servers this operator runs.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+    /// How customer databases and roles are named.
+    #[serde(default)]
+    pub naming: NamingPolicy,
+    /// Where this file was read from (not part of the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// One PostgreSQL server and how the operator reaches it as an administrator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Short name used with `--server`.
+    pub name: String,
+    /// Host name or IP address (or a Unix socket directory starting with `/`).
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Administrator role.
+    #[serde(default = "default_admin")]
+    pub admin_user: String,
+    /// Database to connect to for administration.
+    #[serde(default = "default_admin")]
+    pub admin_database: String,
+    /// `verify-full` (default; needs `sslrootcert`) or `disable` (Unix socket only).
+    #[serde(default)]
+    pub sslmode: ConfigSslMode,
+    /// CA certificate that signed the server certificate.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// File holding the administrator password (must be 0600). Never put the password here.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The OS user that runs the server (owner of its files).
+    #[serde(default = "default_admin")]
+    pub os_user: String,
+    /// Directory of the local cluster created by costplus (sandbox, drills), when there is one.
+    #[serde(default)]
+    pub cluster_root: Option<PathBuf>,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+fn default_admin() -> String {
+    "postgres".into()
+}
+
+/// TLS policy for administrator connections.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigSslMode {
+    /// Encrypt and verify the certificate chain and host name.
+    #[default]
+    VerifyFull,
+    /// No TLS: only allowed for Unix-socket hosts.
+    Disable,
+}
+
+/// How customer objects are named: `{name}` is replaced by the customer name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NamingPolicy {
+    /// Database name pattern (default `{name}_db`).
+    #[serde(default = "default_db_pattern")]
+    pub database: String,
+    /// Role name pattern (default `{name}_user`).
+    #[serde(default = "default_role_pattern")]
+    pub role: String,
+}
+
+fn default_db_pattern() -> String {
+    "{name}_db".into()
+}
+fn default_role_pattern() -> String {
+    "{name}_user".into()
+}
+
+impl Default for NamingPolicy {
+    fn default() -> Self {
+        Self {
+            database: default_db_pattern(),
+            role: default_role_pattern(),
+        }
+    }
+}
+
+impl NamingPolicy {
+    /// The database of customer `name`.
+    pub fn database_for(&self, name: &str) -> String {
+        self.database.replace("{name}", name)
+    }
+    /// The role of customer `name`.
+    pub fn role_for(&self, name: &str) -> String {
+        self.role.replace("{name}", name)
+    }
+}
+
+impl Config {
+    /// Parse configuration text; `path` is used for messages and relative paths.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.path = path.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read the configuration from `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// The configuration named by `--config`, else `$COSTPLUS_CONFIG`, else
+    /// `/etc/costplus/costplus.toml`.
+    pub fn discover(explicit: Option<&Path>) -> Result<Self> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => std::env::var_os(CONFIG_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/etc/costplus/costplus.toml")),
+        };
+        Self::load(&path)
+    }
+
+    /// Serialise back to TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let err = |message: String| Error::Config {
+            path: self.path.clone(),
+            message,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.servers {
+            if !seen.insert(s.name.as_str()) {
+                return Err(err(format!("server name {:?} appears twice", s.name)));
+            }
+            if s.sslmode == ConfigSslMode::VerifyFull
+                && s.sslrootcert.is_none()
+                && !s.host.starts_with('/')
+            {
+                return Err(err(format!(
+                    "server {:?}: sslmode verify-full needs sslrootcert (the CA that signed the server certificate)",
+                    s.name
+                )));
+            }
+            if s.sslmode == ConfigSslMode::Disable && !s.host.starts_with('/') {
+                return Err(err(format!(
+                    "server {:?}: sslmode disable is only allowed for a Unix socket host (starting with /)",
+                    s.name
+                )));
+            }
+        }
+        for (what, pattern) in [
+            ("database", &self.naming.database),
+            ("role", &self.naming.role),
+        ] {
+            if !pattern.contains("{name}") {
+                return Err(err(format!(
+                    "naming.{what} = {pattern:?} must contain {{name}}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The server named `name`, or the only one when `name` is `None`.
+    pub fn server(&self, name: Option<&str>) -> Result<&ServerConfig> {
+        let known = || {
+            self.servers
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(n) => {
+                self.servers
+                    .iter()
+                    .find(|s| s.name == n)
+                    .ok_or_else(|| Error::UnknownServer {
+                        name: n.into(),
+                        path: self.path.clone(),
+                        known: known(),
+                    })
+            }
+            None => match self.servers.as_slice() {
+                [one] => Ok(one),
+                [] => Err(Error::Config {
+                    path: self.path.clone(),
+                    message: "no [[servers]] defined".into(),
+                }),
+                _ => Err(Error::Config {
+                    path: self.path.clone(),
+                    message: format!(
+                        "several servers defined ({}); choose one with --server",
+                        known()
+                    ),
+                }),
+            },
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Administrator connection options (password read from `password_file`, which must be
+    /// private to this user).
+    pub fn admin_connect_options(&self) -> Result<ConnectOptions> {
+        let mut opts = ConnectOptions::new(
+            &self.host,
+            self.port,
+            &self.admin_user,
+            &self.admin_database,
+        );
+        if let Some(file) = &self.password_file {
+            costplus_fs::check_private(file)?;
+            let pw = std::fs::read_to_string(file).map_err(|e| Error::Config {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+            opts.password = Some(SecretString::from(
+                pw.trim_end_matches(['\n', '\r']).to_string(),
+            ));
+        }
+        opts.ssl = match (self.sslmode, &self.sslrootcert) {
+            (ConfigSslMode::VerifyFull, Some(ca)) => SslMode::VerifyFull {
+                ca_file: ca.clone(),
+                server_name: None,
+            },
+            _ => SslMode::Disable,
+        };
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::from_toml_str(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_server_gets_defaults() {
+        let cfg = parse("[[servers]]\nname='a'\nhost='h'\nsslrootcert='/ca'\n").unwrap();
+        let s = cfg.server(None).unwrap();
+        assert_eq!(
+            (s.port, s.admin_user.as_str(), s.sslmode),
+            (5432, "postgres", ConfigSslMode::VerifyFull)
+        );
+        assert_eq!(cfg.naming.role_for("acme"), "acme_user");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("[[servers]]\nname='a'\nhost='h'\n", "needs sslrootcert"),
+            (
+                "[[servers]]\nname='a'\nhost='h'\nsslmode='disable'\n",
+                "only allowed for a Unix socket",
+            ),
+            ("[naming]\ndatabase='db'\n", "must contain {name}"),
+            (
+                "[[servers]]\nname='a'\nhost='/run'\nsslmode='disable'\n[[servers]]\nname='a'\nhost='/run'\nsslmode='disable'\n",
+                "appears twice",
+            ),
+            (
+                "[[servers]]\nname='a'\nhost='h'\nbogus=1\n",
+                "unknown field `bogus`",
+            ),
+            ("[[servers]]\nname='a'\nport='x'\n", "line 3"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(err.contains("test.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn server_selection() {
+        let two = "[[servers]]\nname='a'\nhost='/r'\nsslmode='disable'\n[[servers]]\nname='b'\nhost='/r'\nsslmode='disable'\n";
+        let cfg = parse(two).unwrap();
+        assert!(
+            cfg.server(None)
+                .unwrap_err()
+                .to_string()
+                .contains("--server")
+        );
+        assert_eq!(cfg.server(Some("b")).unwrap().name, "b");
+        let err = cfg.server(Some("c")).unwrap_err().to_string();
+        assert!(err.contains("known: a, b"), "{err}");
+    }
+
+    #[test]
+    fn round_trips() {
+        let cfg =
+            parse("[[servers]]\nname='a'\nhost='h'\nsslrootcert='/ca'\npassword_file='/pw'\n")
+                .unwrap();
+        let again = parse(&cfg.to_toml()).unwrap();
+        assert_eq!(cfg, again);
+    }
+}

@@ -1,0 +1,2 @@
+//! Cross-crate end-to-end scenarios live in this package's test targets; it has no library
+//! code of its own.

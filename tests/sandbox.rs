@@ -1,0 +1,221 @@
+//! `costplus sandbox up|status|env|down` from the outside, as a newcomer runs it.
+
+#![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use costplus_testsupport::{require_tool, workspace_bin};
+
+fn costplus(args: &[&str]) -> std::process::Output {
+    Command::new(workspace_bin("costplus"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+struct Sandbox {
+    dir: std::path::PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let parent = tempfile::Builder::new()
+            .prefix("costplus-e2e-")
+            .tempdir()
+            .unwrap();
+        // The postgres OS user must be able to enter it.
+        std::fs::set_permissions(
+            parent.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Sandbox {
+            dir: parent.path().join("sb"),
+            _parent: parent,
+        }
+    }
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["sandbox"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--dir", self.dir.to_str().unwrap()]);
+        costplus(&all)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+fn env_map(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(|l| {
+            let (k, v) = l.strip_prefix("export ").unwrap().split_once('=').unwrap();
+            (k.to_string(), v.trim_matches('\'').to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn up_env_status_down() {
+    let sb = Sandbox::new();
+    let first = ok(&sb.run(&["up", "--format", "json"]));
+    let report: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(report["created"], true);
+    assert_eq!(report["postgres_running"], true);
+    assert_eq!(report["s3_running"], true);
+
+    // Idempotent: a second `up` reuses everything.
+    let second: serde_json::Value =
+        serde_json::from_str(&ok(&sb.run(&["up", "--format", "json"]))).unwrap();
+    assert_eq!(second["created"], false);
+    assert_eq!(second["state"], report["state"]);
+
+    let env = env_map(&ok(&sb.run(&["env"])));
+    for key in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "COSTPLUS_CONFIG",
+        "COSTPLUS_SERVER_LOG",
+        "COSTPLUS_DATA_DIR",
+        "COSTPLUS_S3_ENDPOINT",
+        "COSTPLUS_S3_BUCKET",
+        "COSTPLUS_S3_CA",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        assert!(
+            env.get(key).is_some_and(|v| !v.is_empty()),
+            "{key} missing from env: {env:?}"
+        );
+    }
+    assert_eq!(env["PGSSLMODE"], "verify-full");
+
+    // psql with exactly the printed variables connects with verify-full over TLS.
+    let out = Command::new(require_tool("psql"))
+        .env_clear()
+        .envs(&env)
+        .args([
+            "-XAtc",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out).trim(), "t");
+    // The server log is where env says, and it logs connections with the client host.
+    let log = std::fs::read_to_string(&env["COSTPLUS_SERVER_LOG"]).unwrap();
+    assert!(log.contains("connection authorized"), "{log}");
+
+    // The S3 endpoint answers over TLS with the printed CA, and refuses a wrong key.
+    let cfg = sb.dir.join("curl.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "user = \"{}:{}\"\n",
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        ),
+    )
+    .unwrap();
+    let url = format!(
+        "{}/{}?list-type=2",
+        env["COSTPLUS_S3_ENDPOINT"], env["COSTPLUS_S3_BUCKET"]
+    );
+    let out = Command::new(require_tool("curl"))
+        .args(["-sS", "--fail", "-K"])
+        .arg(&cfg)
+        .args([
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            "--cacert",
+            &env["COSTPLUS_S3_CA"],
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(ok(&out).contains("ListBucketResult"));
+
+    let status = ok(&sb.run(&["status"]));
+    assert!(status.contains("postgres   running"), "{status}");
+
+    // The configuration is what every command will read.
+    let config = std::fs::read_to_string(&env["COSTPLUS_CONFIG"]).unwrap();
+    assert!(
+        config.contains(&format!("port = {}", env["PGPORT"])),
+        "{config}"
+    );
+    assert!(
+        !config.contains(&env["PGPASSWORD"]),
+        "the password leaked into costplus.toml"
+    );
+
+    let down = ok(&sb.run(&["down"]));
+    assert!(down.contains("stopped and removed"), "{down}");
+    assert!(!sb.dir.exists());
+    let again = ok(&sb.run(&["down"]));
+    assert!(again.contains("no sandbox"), "{again}");
+}
+
+#[test]
+fn up_restarts_what_was_stopped() {
+    let sb = Sandbox::new();
+    ok(&sb.run(&["up"]));
+    let env = env_map(&ok(&sb.run(&["env"])));
+    // Stop PostgreSQL behind the sandbox's back, and the S3 server too.
+    let pg_ctl = std::path::Path::new(&env["COSTPLUS_DATA_DIR"]).to_path_buf();
+    let pid = std::fs::read_to_string(pg_ctl.join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let s3pid = std::fs::read_to_string(sb.dir.join("s3/s3.pid")).unwrap();
+    Command::new("kill").arg(s3pid.trim()).status().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&ok(&sb.run(&["status", "--format", "json"]))).unwrap();
+        if st["postgres_running"] == false && st["s3_running"] == false {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "servers did not stop: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&sb.run(&["up", "--format", "json"]))).unwrap();
+    assert_eq!(report["created"], false);
+    assert_eq!(report["postgres_running"], true);
+    assert_eq!(report["s3_running"], true);
+}
+
+#[test]
+fn status_of_a_missing_sandbox_is_a_clear_error() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no sandbox in") && err.contains("costplus sandbox up"),
+        "{err}"
+    );
+}
