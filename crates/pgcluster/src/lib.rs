@@ -96,7 +96,12 @@ fn log_hint(log: &str) -> String {
 /// errors, the cause chain for the others (its `Display` alone says only "db error").
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
-        let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        let mut s = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
         if let Some(detail) = db.detail() {
             s.push_str(&format!("; {detail}"));
         }
