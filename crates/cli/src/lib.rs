@@ -22,15 +22,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Options every command accepts.
-#[derive(Debug, Clone, clap::Args)]
+/// Options every command accepts. Every task's `Args` flattens this.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct GlobalArgs {
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 }
 
-/// `costplus`: every costplus task under one binary.
+/// `costplus`: every costplus task under one binary, with the same arguments as the per-task
+/// binaries (`costplus hba ...` = `costplus-hba ...`).
 #[derive(Debug, Parser)]
 #[command(
     name = "costplus",
@@ -38,8 +39,6 @@ pub struct GlobalArgs {
     about = "Run a small managed-PostgreSQL business safely from one seat."
 )]
 pub struct Umbrella {
-    #[command(flatten)]
-    global: GlobalArgs,
     #[command(subcommand)]
     command: Task,
 }
@@ -68,18 +67,46 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Print an error chain on stderr and return exit code 1.
-pub fn report_error(err: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {err:#}");
-    ExitCode::from(1)
+/// Turn a command's result into the process exit code, printing the error chain on stderr.
+pub fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::from(1)
+    })
+}
+
+/// `main` of a per-task binary: parse `A` as the whole command line of `name`, set up logging,
+/// run, map the result to an exit code. The umbrella embeds the same `A` as a subcommand.
+pub fn task_main<A: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    about: &'static str,
+    run: fn(A) -> anyhow::Result<ExitCode>,
+) -> ExitCode {
+    let cmd = A::augment_args(
+        clap::Command::new(name)
+            .version(env!("CARGO_PKG_VERSION"))
+            .about(about),
+    );
+    let matches = cmd.get_matches();
+    let args = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    init_logging(
+        matches
+            .try_get_one::<u8>("verbose")
+            .ok()
+            .flatten()
+            .copied()
+            .unwrap_or(0),
+    );
+    finish(run(args))
 }
 
 /// Entry point of the umbrella binary `costplus`.
 pub fn main_umbrella() -> ExitCode {
     let cli = Umbrella::parse();
-    init_logging(cli.global.verbose);
-    let result = match cli.command {
-        Task::Sandbox(args) => sandbox::run(args),
-    };
-    result.unwrap_or_else(|e| report_error(&e))
+    match cli.command {
+        Task::Sandbox(args) => {
+            init_logging(args.global.verbose);
+            finish(sandbox::run(args))
+        }
+    }
 }

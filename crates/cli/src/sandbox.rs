@@ -11,6 +11,8 @@ use crate::output::{Format, print_json};
 /// Arguments of `costplus sandbox`.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
+    #[command(flatten)]
+    pub(crate) global: crate::GlobalArgs,
     /// Sandbox directory.
     #[arg(long, global = true, default_value = costplus_sandbox::DEFAULT_DIR, env = "COSTPLUS_SANDBOX_DIR")]
     pub dir: PathBuf,
