@@ -24,6 +24,15 @@ pub struct Config {
     /// How customer databases and roles are named.
     #[serde(default)]
     pub naming: NamingPolicy,
+    /// The credential vault.
+    #[serde(default)]
+    pub vault: Option<costplus_vault::VaultConfig>,
+    /// pgBackRest backups (repo1 local; repo2 is the offsite).
+    #[serde(default)]
+    pub backup: Option<costplus_pgbackrest::BackupConfig>,
+    /// The offsite bucket (Wasabi or S3-compatible).
+    #[serde(default)]
+    pub offsite: Option<costplus_s3::OffsiteConfig>,
     /// Where this file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,

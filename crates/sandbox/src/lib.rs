@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use costplus_core::config::{Config, ConfigSslMode, NamingPolicy, ServerConfig};
 use costplus_fs::{LockFile, WriteOptions, write_atomic};
 use costplus_pgcluster::{Cluster, ClusterOptions, Status, TlsFiles};
+use costplus_s3::{OffsiteConfig, Provider};
 use costplus_tls::issue::{Authority, ServerCertRequest};
 
 pub use s3proc::serve_s3_foreground;
@@ -322,6 +323,17 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
             cluster_root: Some(layout.pg_root()),
         }],
         naming: NamingPolicy::default(),
+        vault: None,
+        backup: None,
+        offsite: Some(OffsiteConfig {
+            provider: Provider::S3Compatible,
+            region: "us-east-1".into(),
+            endpoint: Some(format!("https://localhost:{s3_port}")),
+            bucket: state.bucket.clone(),
+            ca_file: Some(layout.ca_cert()),
+            credentials_file: Some(layout.s3_credentials()),
+            ..OffsiteConfig::wasabi("us-east-1", &state.bucket)
+        }),
         path: layout.config(),
     };
     let mut toml = String::from(
