@@ -48,6 +48,8 @@ pub struct ConnectOptions {
     pub application_name: String,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// Local address to connect from (e.g. `127.0.0.2`, to appear as another client).
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -75,6 +77,7 @@ impl ConnectOptions {
             ssl: SslMode::Disable,
             application_name: "costplus".into(),
             connect_timeout: Duration::from_secs(10),
+            bind: None,
         }
     }
 
@@ -129,67 +132,100 @@ pub fn rustls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> 
 
 /// Connect; the connection task runs on the current tokio runtime until the client is dropped.
 pub async fn connect(opts: &ConnectOptions) -> Result<Client> {
-    let cfg = opts.config();
+    let mut cfg = opts.config();
+    if opts.host.starts_with('/') {
+        // Unix socket: never TLS.
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+        spawn_connection(conn);
+        return Ok(client);
+    }
+    let stream = tcp_connect(opts).await?;
     match &opts.ssl {
         SslMode::Disable => {
-            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("connection closed: {e}");
-                }
-            });
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, conn) = cfg.connect_raw(stream, tokio_postgres::NoTls).await?;
+            spawn_connection(conn);
             Ok(client)
         }
         SslMode::VerifyFull {
             ca_file,
             server_name,
         } => {
-            let tls_cfg = rustls_config(ca_file)?;
-            let mut cfg = cfg;
+            use tokio_postgres::tls::MakeTlsConnect;
             cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
-            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls_cfg);
-            let client = match server_name {
-                None => {
-                    let (client, conn) = cfg.connect(connector).await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection closed: {e}");
-                        }
-                    });
-                    client
-                }
-                Some(name) => {
-                    // Verify against `name` while connecting to `host`.
-                    use tokio_postgres::tls::MakeTlsConnect;
-                    let mut connector = connector;
-                    let tls = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<
-                        tokio::net::TcpStream,
-                    >>::make_tls_connect(&mut connector, name)
-                    .map_err(|e| Error::Tls(e.to_string()))?;
-                    let addr = format!("{}:{}", opts.host, opts.port);
-                    let stream = tokio::time::timeout(
-                        opts.connect_timeout,
-                        tokio::net::TcpStream::connect(&addr),
-                    )
-                    .await
-                    .map_err(|_| Error::Timeout {
-                        what: addr.clone(),
-                        seconds: opts.connect_timeout.as_secs(),
-                    })?
-                    .map_err(|e| Error::Io {
-                        path: addr.clone().into(),
-                        source: e,
-                    })?;
-                    let (client, conn) = cfg.connect_raw(stream, tls).await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection closed: {e}");
-                        }
-                    });
-                    client
-                }
-            };
+            let mut connector =
+                tokio_postgres_rustls::MakeRustlsConnect::new(rustls_config(ca_file)?);
+            // Verify the certificate against `server_name` when given, else the host.
+            let name = server_name
+                .as_deref()
+                .unwrap_or(opts.host.trim_start_matches('[').trim_end_matches(']'));
+            let tls = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<
+                tokio::net::TcpStream,
+            >>::make_tls_connect(&mut connector, name)
+            .map_err(|e| Error::Tls(format!("server name {name:?}: {e}")))?;
+            let (client, conn) = cfg.connect_raw(stream, tls).await?;
+            spawn_connection(conn);
             Ok(client)
         }
     }
+}
+
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+}
+
+/// Open the TCP connection: every resolved address in turn, from `opts.bind` when set, within
+/// the connect timeout.
+async fn tcp_connect(opts: &ConnectOptions) -> Result<tokio::net::TcpStream> {
+    let target = format!("{}:{}", opts.host, opts.port);
+    let io_err = |e: std::io::Error| Error::Io {
+        path: target.clone().into(),
+        source: e,
+    };
+    let attempt = async {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((opts.host.as_str(), opts.port))
+            .await
+            .map_err(io_err)?
+        {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(io_err)?;
+            if let Some(ip) = opts.bind {
+                if ip.is_ipv4() != addr.is_ipv4() {
+                    continue;
+                }
+                socket
+                    .bind(std::net::SocketAddr::new(ip, 0))
+                    .map_err(io_err)?;
+            }
+            match socket.connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(io_err(last.unwrap_or_else(|| {
+            std::io::Error::other("no address to connect to")
+        })))
+    };
+    tokio::time::timeout(opts.connect_timeout, attempt)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: target.clone(),
+            seconds: opts.connect_timeout.as_secs(),
+        })?
 }
