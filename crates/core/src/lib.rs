@@ -17,6 +17,8 @@
 //! ```
 
 pub mod config;
+pub mod fail2ban;
+pub mod pglog;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,25 @@ pub enum Error {
     /// A PostgreSQL cluster or connection error.
     #[error(transparent)]
     Pg(#[from] costplus_pgcluster::Error),
+    /// An input or option is not acceptable; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// An I/O error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An external tool failed or said something unexpected.
+    #[error("{tool}: {message}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// What happened.
+        message: String,
+    },
 }
 
 /// Result type of this crate.
