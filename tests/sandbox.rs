@@ -155,6 +155,44 @@ fn up_env_status_down() {
         .unwrap();
     assert!(ok(&out).contains("ListBucketResult"));
 
+    // fail2ban: rendered for the sandbox's port and log; a failed login shows as an attacker.
+    let f2b = sb.dir.join("f2b");
+    let out = Command::new(workspace_bin("costplus-fail2ban"))
+        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+        .args(["render", "--out", f2b.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&out);
+    let jail = std::fs::read_to_string(f2b.join("jail.d/costplus-postgresql.conf")).unwrap();
+    assert!(
+        jail.contains(&format!("port     = {}", env["PGPORT"])),
+        "{jail}"
+    );
+    assert!(
+        jail.contains(&format!("logpath  = {}", env["COSTPLUS_SERVER_LOG"])),
+        "{jail}"
+    );
+    assert!(f2b.join("filter.d/costplus-postgresql.conf").is_file());
+    let mut bad = env.clone();
+    bad.insert("PGPASSWORD".into(), "wrong".into());
+    let out = Command::new(require_tool("psql"))
+        .env_clear()
+        .envs(&bad)
+        .args(["-XAtc", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(workspace_bin("costplus"))
+        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+        .args(["fail2ban", "attackers", "--format", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert!(
+        report["report"]["total_failures"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+
     let status = ok(&sb.run(&["status"]));
     assert!(status.contains("postgres   running"), "{status}");
 

@@ -15,6 +15,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
+pub mod common;
+pub mod fail2ban;
 pub mod output;
 pub mod sandbox;
 
@@ -48,6 +50,8 @@ pub struct Umbrella {
 pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
+    /// fail2ban for the PostgreSQL port: render, install, check, attackers.
+    Fail2ban(fail2ban::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -107,6 +111,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Fail2ban(args) => {
+            init_logging(args.global.verbose);
+            finish(fail2ban::run(args))
         }
     }
 }

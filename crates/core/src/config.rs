@@ -33,6 +33,9 @@ pub struct Config {
     /// The offsite bucket (Wasabi or S3-compatible).
     #[serde(default)]
     pub offsite: Option<costplus_s3::OffsiteConfig>,
+    /// fail2ban jail settings (ports and log path default to each server's).
+    #[serde(default)]
+    pub fail2ban: Option<crate::fail2ban::JailOptions>,
     /// Where this file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -70,6 +73,9 @@ pub struct ServerConfig {
     /// Directory of the local cluster created by costplus (sandbox, drills), when there is one.
     #[serde(default)]
     pub cluster_root: Option<PathBuf>,
+    /// The server's log file (read by fail2ban, the incident report and the log review).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
 }
 
 fn default_port() -> u16 {

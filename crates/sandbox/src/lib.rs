@@ -321,10 +321,12 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
             password_file: Some(cluster.password_file()),
             os_user: cluster.os_user().name.clone(),
             cluster_root: Some(layout.pg_root()),
+            log_file: Some(cluster.log_file()),
         }],
         naming: NamingPolicy::default(),
         vault: None,
         backup: None,
+        fail2ban: None,
         offsite: Some(OffsiteConfig {
             provider: Provider::S3Compatible,
             region: "us-east-1".into(),

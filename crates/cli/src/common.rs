@@ -1,0 +1,40 @@
+//! Arguments shared by the commands that work on a configured server.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use costplus_core::config::{Config, ServerConfig};
+
+/// `--config` and `--server`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Configuration file [default: $COSTPLUS_CONFIG, else /etc/costplus/costplus.toml].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Which server of the configuration (needed when it lists several).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+}
+
+impl ConfigArgs {
+    /// Load the configuration.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Config::discover(self.config.as_deref()).context("loading the costplus configuration")
+    }
+
+    /// Load the configuration and pick the server.
+    pub fn server(&self) -> anyhow::Result<(Config, ServerConfig)> {
+        let cfg = self.load()?;
+        let server = cfg.server(self.server.as_deref())?.clone();
+        Ok((cfg, server))
+    }
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
