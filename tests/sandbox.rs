@@ -193,6 +193,33 @@ fn up_env_status_down() {
         "{report}"
     );
 
+    // The incident report sees the server and the failed login, and is written privately.
+    let report_file = sb.dir.join("incident.json");
+    let out = Command::new(workspace_bin("costplus-incident"))
+        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+        .args([
+            "report",
+            "--format",
+            "json",
+            "--out",
+            report_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["state"]["accepting_connections"], true, "{report}");
+    assert!(
+        report["failed_logins"]["total_failures"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+    assert_eq!(written["generated_at"], report["generated_at"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&report_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
     let status = ok(&sb.run(&["status"]));
     assert!(status.contains("postgres   running"), "{status}");
 

@@ -152,7 +152,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Parse `30m`, `1h`, `7d`, `45s` into a duration.
-fn parse_window(s: &str) -> anyhow::Result<chrono::Duration> {
+pub(crate) fn parse_window(s: &str) -> anyhow::Result<chrono::Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: i64 = num
         .parse()

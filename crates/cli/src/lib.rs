@@ -17,6 +17,7 @@
 
 pub mod common;
 pub mod fail2ban;
+pub mod incident;
 pub mod output;
 pub mod sandbox;
 
@@ -52,6 +53,8 @@ pub enum Task {
     Sandbox(sandbox::SandboxArgs),
     /// fail2ban for the PostgreSQL port: render, install, check, attackers.
     Fail2ban(fail2ban::Args),
+    /// Incident evidence in one report.
+    Incident(incident::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -115,6 +118,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Fail2ban(args) => {
             init_logging(args.global.verbose);
             finish(fail2ban::run(args))
+        }
+        Task::Incident(args) => {
+            init_logging(args.global.verbose);
+            finish(incident::run(args))
         }
     }
 }

@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 /// Output format of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
-    /// Text for a person.
+    /// Text for a person (`text` is accepted too).
     #[default]
+    #[value(alias = "text")]
     Human,
     /// JSON for programs (documented, stable keys).
     Json,

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod fail2ban;
+pub mod incident;
 pub mod pglog;
 
 /// Errors of this crate.
