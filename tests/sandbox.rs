@@ -220,6 +220,42 @@ fn up_env_status_down() {
     );
     assert_eq!(mode & 0o777, 0o600);
 
+    // The exporter serves the sandbox's metrics to a real HTTP client.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut exporter = Command::new(workspace_bin("costplus-exporter"))
+        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = (0..50)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let out = Command::new(require_tool("curl"))
+                .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8(out.stdout).unwrap())
+        })
+        .expect("the exporter never answered");
+    let health = Command::new(require_tool("curl"))
+        .args(["-sf", &format!("http://127.0.0.1:{port}/healthz")])
+        .output()
+        .unwrap();
+    exporter.kill().unwrap();
+    let _ = exporter.wait();
+    assert!(
+        metrics.contains("costplus_up{server=\"sandbox\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(ok(&health).trim(), "ok");
+
     let status = ok(&sb.run(&["status"]));
     assert!(status.contains("postgres   running"), "{status}");
 

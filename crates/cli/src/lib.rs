@@ -16,6 +16,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
 pub mod common;
+pub mod exporter;
 pub mod fail2ban;
 pub mod incident;
 pub mod output;
@@ -55,6 +56,8 @@ pub enum Task {
     Fail2ban(fail2ban::Args),
     /// Incident evidence in one report.
     Incident(incident::Args),
+    /// Prometheus metrics and a health endpoint for the external monitor.
+    Exporter(exporter::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -122,6 +125,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Incident(args) => {
             init_logging(args.global.verbose);
             finish(incident::run(args))
+        }
+        Task::Exporter(args) => {
+            init_logging(args.global.verbose);
+            finish(exporter::run(args))
         }
     }
 }

@@ -115,6 +115,12 @@ fn default_role_pattern() -> String {
     "{name}_user".into()
 }
 
+fn extract(pattern: &str, value: &str) -> Option<String> {
+    let (prefix, suffix) = pattern.split_once("{name}")?;
+    let name = value.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 impl Default for NamingPolicy {
     fn default() -> Self {
         Self {
@@ -132,6 +138,16 @@ impl NamingPolicy {
     /// The role of customer `name`.
     pub fn role_for(&self, name: &str) -> String {
         self.role.replace("{name}", name)
+    }
+
+    /// The customer whose database this is by name (`acme_db` -> `acme`), if any.
+    pub fn customer_of_database(&self, database: &str) -> Option<String> {
+        extract(&self.database, database)
+    }
+
+    /// The customer whose role this is by name (`acme_user` -> `acme`), if any.
+    pub fn customer_of_role(&self, role: &str) -> Option<String> {
+        extract(&self.role, role)
     }
 }
 
@@ -339,6 +355,20 @@ mod tests {
         assert_eq!(cfg.server(Some("b")).unwrap().name, "b");
         let err = cfg.server(Some("c")).unwrap_err().to_string();
         assert!(err.contains("known: a, b"), "{err}");
+    }
+
+    #[test]
+    fn naming_extracts_customers() {
+        let n = NamingPolicy::default();
+        assert_eq!(n.customer_of_database("acme_db").as_deref(), Some("acme"));
+        assert_eq!(n.customer_of_role("acme_user").as_deref(), Some("acme"));
+        assert_eq!(n.customer_of_database("postgres"), None);
+        assert_eq!(n.customer_of_database("_db"), None);
+        let p = NamingPolicy {
+            database: "cust_{name}".into(),
+            role: "{name}".into(),
+        };
+        assert_eq!(p.customer_of_database("cust_x").as_deref(), Some("x"));
     }
 
     #[test]

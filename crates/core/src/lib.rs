@@ -17,8 +17,10 @@
 //! ```
 
 pub mod config;
+pub mod exporter;
 pub mod fail2ban;
 pub mod incident;
+pub mod metrics;
 pub mod pglog;
 
 /// Errors of this crate.
