@@ -36,6 +36,9 @@ pub struct Config {
     /// fail2ban jail settings (ports and log path default to each server's).
     #[serde(default)]
     pub fail2ban: Option<crate::fail2ban::JailOptions>,
+    /// Scheduled maintenance: state directory and heartbeat URLs.
+    #[serde(default)]
+    pub maintenance: Option<crate::maintain::MaintenanceConfig>,
     /// Where this file was read from (not part of the file).
     #[serde(skip)]
     pub path: PathBuf,

@@ -20,6 +20,7 @@ pub mod config;
 pub mod exporter;
 pub mod fail2ban;
 pub mod incident;
+pub mod maintain;
 pub mod metrics;
 pub mod pglog;
 

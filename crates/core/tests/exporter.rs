@@ -36,6 +36,7 @@ fn config_for(c: &TestCluster, dir: &std::path::Path) -> Config {
         backup: None,
         offsite: None,
         fail2ban: None,
+        maintenance: None,
         path: dir.join("costplus.toml"),
     }
 }

@@ -327,6 +327,7 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
         vault: None,
         backup: None,
         fail2ban: None,
+        maintenance: None,
         offsite: Some(OffsiteConfig {
             provider: Provider::S3Compatible,
             region: "us-east-1".into(),
