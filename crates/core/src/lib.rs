@@ -16,6 +16,7 @@
 //! assert_eq!(cfg.naming.database_for("acme"), "acme_db");
 //! ```
 
+pub mod audit;
 pub mod config;
 pub mod exporter;
 pub mod fail2ban;
