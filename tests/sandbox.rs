@@ -256,6 +256,30 @@ fn up_env_status_down() {
     );
     assert_eq!(ok(&health).trim(), "ok");
 
+    // The audit reads the sandbox: JSON with checks and a score, SARIF 2.1.0.
+    let out = Command::new(workspace_bin("costplus-audit"))
+        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    let audit: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert!(audit["checks"].as_array().unwrap().len() >= 40);
+    assert!(audit["score"].as_u64().unwrap() <= 100);
+    let tls = audit["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "TLS-002")
+        .unwrap();
+    assert_eq!(tls["status"], "pass", "{tls}");
+    let out = Command::new(workspace_bin("costplus"))
+        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+        .args(["audit", "--format", "sarif"])
+        .output()
+        .unwrap();
+    let sarif: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+
     let status = ok(&sb.run(&["status"]));
     assert!(status.contains("postgres   running"), "{status}");
 

@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
+pub mod audit;
 pub mod common;
 pub mod exporter;
 pub mod fail2ban;
@@ -58,6 +59,8 @@ pub enum Task {
     Incident(incident::Args),
     /// Prometheus metrics and a health endpoint for the external monitor.
     Exporter(exporter::Args),
+    /// The whole security posture in one report (text, JSON, SARIF).
+    Audit(audit::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -129,6 +132,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Exporter(args) => {
             init_logging(args.global.verbose);
             finish(exporter::run(args))
+        }
+        Task::Audit(args) => {
+            init_logging(args.global.verbose);
+            finish(audit::run(args))
         }
     }
 }

@@ -231,7 +231,7 @@ fn drop_broken_patterns(v: &mut serde_json::Value) {
         serde_json::Value::Object(m) => {
             if m.get("pattern")
                 .and_then(|p| p.as_str())
-                .is_some_and(|p| regex_is_broken(p))
+                .is_some_and(regex_is_broken)
             {
                 m.remove("pattern");
             }

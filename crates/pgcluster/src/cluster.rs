@@ -543,7 +543,8 @@ impl Cluster {
     }
 
     /// The default pg_hba.conf: the superuser over the socket by peer (mapped from the server's
-    /// OS user and the operator), everyone else by scram-sha-256, TCP only over TLS on loopback.
+    /// OS user and the operator), everyone else by scram-sha-256, TCP only over TLS on loopback,
+    /// and a final reject for every other network connection.
     pub fn default_hba(&self) -> String {
         let hostline = if self.tls { "hostssl" } else { "host" };
         format!(
@@ -551,7 +552,10 @@ impl Cluster {
              local   all   {su}   peer map=costplus_admin\n\
              local   all   all   scram-sha-256\n\
              {hostline} all   all   127.0.0.1/32   scram-sha-256\n\
-             {hostline} all   all   ::1/128   scram-sha-256\n",
+             {hostline} all   all   ::1/128   scram-sha-256\n\
+             # Everything else is refused, explicitly.\n\
+             host    all   all   0.0.0.0/0   reject\n\
+             host    all   all   ::/0   reject\n",
             su = self.superuser
         )
     }

@@ -241,3 +241,58 @@ impl AuditReport {
         out
     }
 }
+
+/// Gather every fact this crate can collect for `server`: the catalog over an admin connection,
+/// inside each customer database (over the Unix socket when the cluster is local, else the
+/// admin TCP connection), and the host (when `on_host`). `extra` facts (backups, TLS, isolation,
+/// hba lint) are added by the caller.
+pub async fn gather(
+    config: &crate::config::Config,
+    server: &crate::config::ServerConfig,
+    on_host: bool,
+) -> crate::Result<Facts> {
+    use costplus_pgcluster::connect::{ConnectOptions, SslMode, connect};
+    let admin_opts = server.admin_connect_options()?;
+    let admin = connect(&admin_opts).await?;
+    let mut facts = facts::gather_catalog(&admin, &server.name, &config.naming)
+        .await
+        .map_err(costplus_pgcluster::Error::from)?;
+    let socket = server
+        .cluster_root
+        .as_ref()
+        .map(|r| r.join("run"))
+        .filter(|p| p.is_dir());
+    facts::gather_customer_dbs(
+        &mut facts,
+        |db| {
+            let mut o = admin_opts.clone();
+            o.dbname = db;
+            if let Some(dir) = &socket {
+                o = ConnectOptions {
+                    host: dir.to_string_lossy().into_owned(),
+                    ssl: SslMode::Disable,
+                    password: None,
+                    ..o
+                };
+            }
+            async move { connect(&o).await.ok() }
+        },
+        8,
+    )
+    .await;
+    if on_host {
+        let data = facts
+            .settings
+            .get("data_directory")
+            .map(|s| std::path::PathBuf::from(&s.value));
+        let mut paths = Vec::new();
+        if let Some(d) = &data {
+            paths.push(("data".to_string(), d.clone()));
+        }
+        if let Some(b) = &config.backup {
+            paths.push(("repository".to_string(), b.repo1_path.clone()));
+        }
+        facts.host = facts::gather_host(data.as_deref(), &paths);
+    }
+    Ok(facts)
+}
