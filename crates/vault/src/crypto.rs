@@ -213,6 +213,16 @@ impl KdfParams {
     }
 }
 
+impl KdfParams {
+    /// Run the derivation once with a dummy passphrase and report how long it took (for
+    /// calibration reports and benchmarks; no key leaves this function).
+    pub fn time_once(&self) -> Result<Duration> {
+        let start = Instant::now();
+        derive_argon2(b"timing", &[0u8; 16], self)?;
+        Ok(start.elapsed())
+    }
+}
+
 /// Argon2id (version 0x13) of `passphrase` with `salt`: the 32-byte root key.
 pub(crate) fn derive_argon2(passphrase: &[u8], salt: &[u8], p: &KdfParams) -> Result<Key32> {
     let params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32))

@@ -170,7 +170,9 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
-    fn check(text: &str, expect: Result<(&str, &str, Option<&str>, Option<&str>), &str>) {
+    type Expect<'a> = Result<(&'a str, &'a str, Option<&'a str>, Option<&'a str>), &'a str>;
+
+    fn check(text: &str, expect: Expect<'_>) {
         let got = parse_legacy(Path::new("/root/creds/acme.txt"), text, Some("main"));
         match (got, expect) {
             (Ok(l), Ok((name, pw, role, db))) => {

@@ -474,12 +474,12 @@ impl Vault {
             _ => {}
         }
         check_private_dir(dir)?;
-        if let Err(e) = manifest_path.symlink_metadata() {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                return Err(Error::NotInitialized {
-                    dir: dir.to_path_buf(),
-                });
-            }
+        if let Err(e) = manifest_path.symlink_metadata()
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return Err(Error::NotInitialized {
+                dir: dir.to_path_buf(),
+            });
         }
         let (bytes, stamp) = read_manifest_bytes(&manifest_path)?;
         let parsed = parse_manifest_file(&manifest_path, &bytes)?;
@@ -906,10 +906,10 @@ impl Vault {
         self.manifest = manifest;
         self.index();
         for p in obsolete {
-            if let Err(e) = std::fs::remove_file(&p) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!("could not remove the superseded file {}: {e}", p.display());
-                }
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("could not remove the superseded file {}: {e}", p.display());
             }
         }
         Ok(())
@@ -1023,12 +1023,10 @@ impl Vault {
             }
         }
         let _lock = self.lock()?;
-        if !replace {
-            if let Some(r) = recs.iter().find(|r| self.live.contains_key(&r.name)) {
-                return Err(Error::AlreadyExists {
-                    name: r.name.clone(),
-                });
-            }
+        if !replace && let Some(r) = recs.iter().find(|r| self.live.contains_key(&r.name)) {
+            return Err(Error::AlreadyExists {
+                name: r.name.clone(),
+            });
         }
         let seq = self.manifest.seq + 1;
         let now = now_ms();
@@ -1311,20 +1309,19 @@ impl Vault {
                 }
                 // A file written by a commit that never happened has seq = ours + 1; anything
                 // newer means the manifest went back in time.
-                if let Ok(b) = std::fs::read(&p) {
-                    if let Ok(rf) = parse_record_file(&p, &b) {
-                        if rf.header.seq > self.manifest.seq + 1 {
-                            report.problems.push(
-                                Error::ManifestRolledBack {
-                                    path: self.manifest_path.clone(),
-                                    name: rf.header.name.clone(),
-                                    manifest_seq: self.manifest.seq,
-                                    record_seq: rf.header.seq,
-                                }
-                                .to_string(),
-                            );
+                if let Ok(b) = std::fs::read(&p)
+                    && let Ok(rf) = parse_record_file(&p, &b)
+                    && rf.header.seq > self.manifest.seq + 1
+                {
+                    report.problems.push(
+                        Error::ManifestRolledBack {
+                            path: self.manifest_path.clone(),
+                            name: rf.header.name.clone(),
+                            manifest_seq: self.manifest.seq,
+                            record_seq: rf.header.seq,
                         }
-                    }
+                        .to_string(),
+                    );
                 }
                 report.leftovers.push(p);
             }
@@ -1359,10 +1356,10 @@ impl Vault {
         let _lock = self.lock()?;
         let leftovers = self.verify_leftovers();
         for p in &leftovers {
-            if let Err(e) = std::fs::remove_file(p) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(io("remove", p)(e));
-                }
+            if let Err(e) = std::fs::remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(io("remove", p)(e));
             }
         }
         Ok(leftovers)
@@ -1388,11 +1385,11 @@ impl Vault {
 
 fn wipe_and_remove(p: &Path) {
     use std::io::Write;
-    if let Ok(md) = std::fs::metadata(p) {
-        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(p) {
-            let _ = f.write_all(&vec![0u8; md.len() as usize]);
-            let _ = f.sync_all();
-        }
+    if let Ok(md) = std::fs::metadata(p)
+        && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(p)
+    {
+        let _ = f.write_all(&vec![0u8; md.len() as usize]);
+        let _ = f.sync_all();
     }
     let _ = std::fs::remove_file(p);
 }
