@@ -17,6 +17,7 @@
 
 pub mod output;
 pub mod sandbox;
+pub mod vault;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ pub struct Umbrella {
 pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
+    /// The encrypted credential vault: init, put, get, list, archive, rotate-key, export, ...
+    Vault(vault::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -107,6 +110,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Vault(args) => {
+            init_logging(args.global.verbose);
+            finish(vault::run(args))
         }
     }
 }

@@ -11,6 +11,7 @@
 
 #![allow(missing_docs)] // criterion_main! generates the undocumented `main`
 #![allow(clippy::unwrap_used)] // a benchmark fails by panicking
+#![allow(clippy::print_stderr)] // the benchmark reports its setup (sizes, calibrated parameters)
 
 use std::time::Duration;
 
