@@ -50,7 +50,7 @@ pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
     /// The encrypted credential vault: init, put, get, list, archive, rotate-key, export, ...
-    Vault(vault::Args),
+    Vault(Box<vault::Args>),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -113,7 +113,7 @@ pub fn main_umbrella() -> ExitCode {
         }
         Task::Vault(args) => {
             init_logging(args.global.verbose);
-            finish(vault::run(args))
+            finish(vault::run(*args))
         }
     }
 }
