@@ -658,3 +658,68 @@ fn sigkill_in_the_middle_of_writes() {
         "no process was killed mid-way; the test proved nothing"
     );
 }
+
+#[test]
+fn help_snapshot() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    insta::assert_snapshot!("help", ok(&out));
+    let out = Command::new(BIN).args(["put", "--help"]).output().unwrap();
+    insta::assert_snapshot!("put_help", ok(&out));
+}
+
+/// The JSON shapes of `get` and `list` (ids and times replaced by placeholders).
+#[test]
+fn json_shapes_snapshot() {
+    let fx = Fx::new();
+    ok(&fx.run(&["init"], ""));
+    ok(&fx.run(
+        &[
+            "put",
+            "acme",
+            "--stdin",
+            "--role",
+            "acme_user",
+            "--database",
+            "acme_db",
+            "--server",
+            "main",
+            "--meta",
+            "plan=small",
+        ],
+        "pw",
+    ));
+    let normalise = |text: String| -> String {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        fn walk(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m.iter_mut() {
+                        if ["id", "created", "updated"].contains(&k.as_str()) {
+                            *x = format!("<{k}>").into();
+                        } else {
+                            walk(x);
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        walk(&mut v);
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+    insta::assert_snapshot!(
+        "get_json",
+        normalise(ok(&fx.run(&["get", "acme", "--format", "json"], "")))
+    );
+    insta::assert_snapshot!(
+        "get_reveal_json",
+        normalise(ok(
+            &fx.run(&["get", "acme", "--reveal", "--format", "json"], "")
+        ))
+    );
+    insta::assert_snapshot!(
+        "list_json",
+        normalise(ok(&fx.run(&["list", "--format", "json"], "")))
+    );
+}

@@ -30,18 +30,22 @@ pub const PASSPHRASE_ENV: &str = "COSTPLUS_VAULT_PASSPHRASE";
 
 /// Arguments of `costplus-vault`.
 #[derive(Debug, ClapArgs)]
+#[command(
+    about = "An encrypted, tamper-evident vault for customer credentials and service secrets.",
+    long_about = None
+)]
 pub struct Args {
     #[command(flatten)]
     pub(crate) global: crate::GlobalArgs,
     /// Configuration file whose `[vault]` section names the vault (default: $COSTPLUS_CONFIG
     /// when --dir is not given).
-    #[arg(long, global = true, conflicts_with = "dir")]
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "dir")]
     pub config: Option<PathBuf>,
     /// The vault directory.
     #[arg(long, global = true)]
     pub dir: Option<PathBuf>,
     /// Key file of a key-file vault (`init` creates it, 0600, when missing).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// Read the passphrase from this open file descriptor.
     #[arg(long, global = true, value_name = "FD")]
