@@ -70,7 +70,7 @@ pub(crate) fn seal(
     let cipher = Aes256Gcm::new(key.into());
     let tag = cipher
         .encrypt_inout_detached(&Nonce::from(nonce), aad, buf.into())
-        .map_err(|_| Error::Random("AES-GCM refused the message length".into()))?;
+        .map_err(|_| Error::Encode("AES-GCM refused the message length".into()))?;
     let mut t = [0u8; TAG_LEN];
     t.copy_from_slice(&tag);
     Ok((nonce, t))
@@ -102,6 +102,7 @@ pub(crate) fn open(
 
 /// The key-encryption key and its subkeys, all derived with HKDF from the root key (the key
 /// file's key or the Argon2id output), with the vault id as salt.
+#[derive(Clone)]
 pub(crate) struct Keys {
     /// Wraps data keys (AES-256-GCM).
     pub wrap: Key32,

@@ -335,6 +335,9 @@ pub enum Error {
     /// The operating system's random generator failed.
     #[error("random generator: {0}")]
     Random(String),
+    /// A structure could not be encoded (should not happen).
+    #[error("encoding: {0}")]
+    Encode(String),
     /// An injected failure (failpoint) stopped the operation; used by the crash tests.
     #[error("failpoint {0}")]
     Failpoint(String),

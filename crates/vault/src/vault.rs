@@ -363,7 +363,7 @@ fn encode_record_file(
     ciphertext: &[u8],
     tag: &[u8],
 ) -> Result<Vec<u8>> {
-    let h = serde_json::to_vec(header).map_err(|e| Error::Random(e.to_string()))?;
+    let h = serde_json::to_vec(header).map_err(|e| Error::Encode(e.to_string()))?;
     Ok(format::encode(
         &RECORD_FILE,
         &[&h, wrapped, commitment, nonce, ciphertext, tag],
@@ -378,7 +378,7 @@ fn encode_content(rec: &NewRecord) -> Result<Zeroizing<Vec<u8>>> {
         server: rec.server.clone(),
         metadata: rec.metadata.clone(),
     };
-    let json = serde_json::to_vec(&content).map_err(|e| Error::Random(e.to_string()))?;
+    let json = serde_json::to_vec(&content).map_err(|e| Error::Encode(e.to_string()))?;
     let secret = rec.secret.expose_secret().as_bytes();
     let mut out = Zeroizing::new(Vec::with_capacity(4 + json.len() + secret.len()));
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
@@ -613,6 +613,55 @@ impl Vault {
     }
 
     fn get_with(&self, which: Which<'_>, archive_key: Option<&ArchiveKey>) -> Result<Record> {
+        match self.get_once(which, archive_key) {
+            // Another process may have committed a change (and removed the file we were told
+            // about) since we read the manifest: read it again before crying wolf.
+            Err(
+                e @ (Error::RecordMissing { .. }
+                | Error::RecordRolledBack { .. }
+                | Error::ManifestRolledBack { .. }),
+            ) => match self.fresh()? {
+                Some(v) => v.get_once(which, archive_key),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// A copy of this vault with the manifest as it is now on disk, when another process changed
+    /// it since we read it (`None` when it did not change).
+    fn fresh(&self) -> Result<Option<Vault>> {
+        let md = std::fs::metadata(&self.manifest_path).map_err(io("stat", &self.manifest_path))?;
+        if stamp_of(&md) == self.stamp {
+            return Ok(None);
+        }
+        let (bytes, stamp) = read_manifest_bytes(&self.manifest_path)?;
+        let parsed = parse_manifest_file(&self.manifest_path, &bytes)?;
+        let manifest = verify_manifest(&self.manifest_path, &parsed, &self.keys, &self.opened)?;
+        if manifest.seq < self.manifest.seq {
+            return Err(Error::ManifestRolledBack {
+                path: self.manifest_path.clone(),
+                name: String::new(),
+                manifest_seq: manifest.seq,
+                record_seq: self.manifest.seq,
+            });
+        }
+        let mut v = Vault {
+            dir: self.dir.clone(),
+            manifest_path: self.manifest_path.clone(),
+            opened: self.opened.clone(),
+            keys: self.keys.clone(),
+            vault_id: self.vault_id,
+            header: parsed.header,
+            manifest,
+            live: HashMap::new(),
+            stamp,
+        };
+        v.index();
+        Ok(Some(v))
+    }
+
+    fn get_once(&self, which: Which<'_>, archive_key: Option<&ArchiveKey>) -> Result<Record> {
         let entry = &self.manifest.entries[self.find(which)?];
         let (content, secret) = self.read_entry(entry, archive_key, true)?;
         let content = content.ok_or_else(|| Error::Inconsistent {
@@ -1613,7 +1662,7 @@ fn verify_manifest(
 }
 
 fn encode_manifest_file(header: &Header, keys: &Keys, manifest: &Manifest) -> Result<Vec<u8>> {
-    let header_bytes = serde_json::to_vec(header).map_err(|e| Error::Random(e.to_string()))?;
+    let header_bytes = serde_json::to_vec(header).map_err(|e| Error::Encode(e.to_string()))?;
     let mac = header_mac(keys, &header_bytes);
     let mut buf = manifest.encode();
     let (nonce, tag) =

@@ -306,6 +306,10 @@ fn two_handles_see_each_others_commits() {
         .unwrap();
     let c = Vault::open(&dir, &key).unwrap();
     assert_eq!(c.list().len(), 2, "b's commit must not drop a's record");
+    // A reader whose manifest went stale (the file it knows was superseded and removed) reads
+    // the current generation instead of reporting tampering.
+    b.set_secret("one", "1b".into()).unwrap();
+    assert_eq!(c.get("one").unwrap().secret.expose_secret(), "1b");
 }
 
 #[test]
