@@ -1375,6 +1375,7 @@ impl Vault {
                 report.leftovers.push(p);
             }
         }
+        report.leftovers.extend(self.manifest_temps());
         report.leftovers.sort();
         report
     }
@@ -1421,7 +1422,7 @@ impl Vault {
             .iter()
             .filter_map(|e| self.entry_path(e))
             .collect();
-        let mut out = Vec::new();
+        let mut out = self.manifest_temps();
         for sub in [RECORDS_DIR, ARCHIVE_DIR] {
             if let Ok(rd) = std::fs::read_dir(self.dir.join(sub)) {
                 out.extend(rd.flatten().map(|f| f.path()).filter(|p| !used.contains(p)));
@@ -1429,6 +1430,19 @@ impl Vault {
         }
         out.sort();
         out
+    }
+
+    /// Temporary files of a manifest write that was interrupted.
+    fn manifest_temps(&self) -> Vec<PathBuf> {
+        let prefix = format!(".{MANIFEST_NAME}.tmp-");
+        std::fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|f| f.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|f| f.path())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
