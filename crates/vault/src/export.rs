@@ -146,7 +146,8 @@ pub struct ExportFiles {
     pub service: PathBuf,
 }
 
-/// Write the three files for `service` into `dir` (created 0700), each 0600 and atomic.
+/// Write the three files for `service` into `dir` (created 0700 when missing; an existing
+/// directory keeps its mode), each 0600 and atomic.
 pub fn write_files(dir: &Path, service: &str, c: &Connection) -> Result<ExportFiles> {
     crate::model::validate_name(service).map_err(|_| Error::Export {
         name: service.to_string(),
@@ -158,7 +159,9 @@ pub fn write_files(dir: &Path, service: &str, c: &Connection) -> Result<ExportFi
             message: "the service name cannot contain `/`".into(),
         });
     }
-    costplus_fs::create_dir_with_mode(dir, 0o700)?;
+    if !dir.is_dir() {
+        costplus_fs::create_dir_with_mode(dir, 0o700)?;
+    }
     let files = ExportFiles {
         uri: dir.join("connection-uri.txt"),
         pgpass: dir.join("pgpass"),

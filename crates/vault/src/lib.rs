@@ -52,7 +52,7 @@
 //!   .lock                 flock taken by every change
 //! ```
 //!
-//! Both kinds of file use the same container ([`format`]): a prologue (magic, `u16` format
+//! Both kinds of file use the same container ([`mod@format`]): a prologue (magic, `u16` format
 //! version, region count, region lengths, a 4-byte SHA-256 check) and then the regions, each
 //! followed by a 4-byte check. The checks catch accidental damage and name the damaged region;
 //! security comes from the MACs and AEAD tags. All integers are big-endian.
