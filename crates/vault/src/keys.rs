@@ -69,6 +69,15 @@ impl NewKey {
 /// Read a file that holds a secret: it must be a regular file, not group/world accessible,
 /// owned by us. Empty files are refused too.
 pub(crate) fn read_private(path: &Path, what: &'static str) -> Result<Zeroizing<Vec<u8>>> {
+    read_private_md(path, what).map(|(b, _)| b)
+}
+
+/// [`read_private`], also returning the metadata of the very file read (one open, no race with
+/// a rename in between).
+pub(crate) fn read_private_md(
+    path: &Path,
+    what: &'static str,
+) -> Result<(Zeroizing<Vec<u8>>, std::fs::Metadata)> {
     let mut f = std::fs::File::open(path).map_err(io("open", path))?;
     let md = f.metadata().map_err(io("stat", path))?;
     check_private_md(path, &md, what)?;
@@ -79,7 +88,7 @@ pub(crate) fn read_private(path: &Path, what: &'static str) -> Result<Zeroizing<
             path: path.to_path_buf(),
         });
     }
-    Ok(buf)
+    Ok((buf, md))
 }
 
 pub(crate) fn check_private_md(

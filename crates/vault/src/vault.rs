@@ -1584,9 +1584,10 @@ fn derive_root(
 }
 
 fn read_manifest_bytes(path: &Path) -> Result<(Zeroizing<Vec<u8>>, Stamp)> {
-    let bytes = read_private(path, "vault manifest")?;
-    let stamp = stamp_of(&std::fs::metadata(path).map_err(io("stat", path))?);
-    Ok((bytes, stamp))
+    // The stamp must describe the file whose bytes we read: a commit by another process
+    // between a read and a separate stat would otherwise go unnoticed by `lock`.
+    let (bytes, md) = crate::keys::read_private_md(path, "vault manifest")?;
+    Ok((bytes, stamp_of(&md)))
 }
 
 struct ParsedManifestFile {

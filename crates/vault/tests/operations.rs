@@ -352,3 +352,40 @@ fn legacy_import_and_export() {
         "localhost:5433:acme_db:acme_user:a\\:b\\\\c\n"
     );
 }
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    let key = tmp.path().join("k");
+    Vault::init(&dir, &NewKey::key_file(&key)).unwrap();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (dir, key) = (dir.clone(), key.clone());
+            std::thread::spawn(move || {
+                let mut v = Vault::open(&dir, &KeySource::KeyFile(key)).unwrap();
+                for i in 0..15 {
+                    v.put(NewRecord::customer(
+                        &format!("w{w}c{i}"),
+                        "r",
+                        "d",
+                        "s",
+                        format!("{w}-{i}").into(),
+                    ))
+                    .unwrap();
+                    // And rewrite a shared record.
+                    v.put(NewRecord::service("shared/item", format!("{w}-{i}").into()))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let v = Vault::open(&dir, &KeySource::KeyFile(key)).unwrap();
+    assert_eq!(v.list().len(), 3 * 15 + 1);
+    assert_eq!(v.summary("shared/item").unwrap().generation, 45);
+    let r = v.verify(None);
+    assert!(r.problems.is_empty() && r.leftovers.is_empty(), "{r:?}");
+}
