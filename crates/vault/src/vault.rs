@@ -941,26 +941,65 @@ impl Vault {
         manifest: Manifest,
         obsolete: Vec<PathBuf>,
     ) -> Result<()> {
-        let bytes = encode_manifest_file(&header, keys.as_ref().unwrap_or(&self.keys), &manifest)?;
-        failpoint!("vault::commit::before");
-        write_atomic(&self.manifest_path, &bytes, &WriteOptions::private())?;
-        failpoint!("vault::commit::after");
-        self.stamp = stamp_of(
-            &std::fs::metadata(&self.manifest_path).map_err(io("stat", &self.manifest_path))?,
-        );
+        self.stamp = write_manifest(
+            &self.manifest_path,
+            &header,
+            keys.as_ref().unwrap_or(&self.keys),
+            &manifest,
+        )?;
         self.header = header;
         if let Some(k) = keys {
             self.keys = k;
         }
         self.manifest = manifest;
         self.index();
-        for p in obsolete {
-            if let Err(e) = std::fs::remove_file(&p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!("could not remove the superseded file {}: {e}", p.display());
+        remove_obsolete(obsolete);
+        Ok(())
+    }
+
+    /// [`Vault::commit`] for changed and added entries, applied in place (no copy of a large
+    /// manifest): on failure the in-memory manifest is restored, and the stamp (not updated)
+    /// makes the next change re-read whatever reached the disk.
+    fn commit_changes(
+        &mut self,
+        seq: u64,
+        changes: Vec<(Option<usize>, Entry)>,
+        obsolete: Vec<PathBuf>,
+    ) -> Result<()> {
+        let old_seq = self.manifest.seq;
+        let old_len = self.manifest.entries.len();
+        let mut undo = Vec::new();
+        for (at, e) in changes {
+            match at {
+                Some(i) => undo.push((i, std::mem::replace(&mut self.manifest.entries[i], e))),
+                None => self.manifest.entries.push(e),
             }
         }
+        self.manifest.seq = seq;
+        let written = write_manifest(
+            &self.manifest_path,
+            &self.header,
+            &self.keys,
+            &self.manifest,
+        );
+        match written {
+            Ok(stamp) => self.stamp = stamp,
+            Err(e) => {
+                self.manifest.entries.truncate(old_len);
+                for (i, old) in undo.into_iter().rev() {
+                    self.manifest.entries[i] = old;
+                }
+                self.manifest.seq = old_seq;
+                return Err(e);
+            }
+        }
+        for i in old_len..self.manifest.entries.len() {
+            let e = &self.manifest.entries[i];
+            if e.status.is_live() {
+                self.live.insert(e.name.clone(), i);
+            }
+        }
+        remove_obsolete(obsolete);
         Ok(())
     }
 
@@ -1079,8 +1118,7 @@ impl Vault {
         }
         let seq = self.manifest.seq + 1;
         let now = now_ms();
-        let mut manifest = self.manifest.clone();
-        manifest.seq = seq;
+        let mut changes: Vec<(Option<usize>, Entry)> = Vec::with_capacity(recs.len());
         let mut obsolete = Vec::new();
         let mut out = Vec::new();
         for (n, rec) in recs.iter().enumerate() {
@@ -1128,12 +1166,9 @@ impl Vault {
                 failpoint!("vault::put::record-written");
             }
             out.push(entry.summary());
-            match existing {
-                Some(i) => manifest.entries[i] = entry,
-                None => manifest.entries.push(entry),
-            }
+            changes.push((existing, entry));
         }
-        self.commit(self.header.clone(), None, manifest, obsolete)?;
+        self.commit_changes(seq, changes, obsolete)?;
         Ok(out)
     }
 
@@ -1443,6 +1478,28 @@ impl Vault {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Encode and write the manifest file (the commit point); the stamp of the new file.
+fn write_manifest(path: &Path, header: &Header, keys: &Keys, manifest: &Manifest) -> Result<Stamp> {
+    let bytes = encode_manifest_file(header, keys, manifest)?;
+    failpoint!("vault::commit::before");
+    write_atomic(path, &bytes, &WriteOptions::private())?;
+    failpoint!("vault::commit::after");
+    Ok(stamp_of(
+        &std::fs::metadata(path).map_err(io("stat", path))?,
+    ))
+}
+
+/// Remove files a commit superseded (best effort: a leftover is harmless, `gc` removes it).
+fn remove_obsolete(obsolete: Vec<PathBuf>) {
+    for p in obsolete {
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("could not remove the superseded file {}: {e}", p.display());
+        }
     }
 }
 

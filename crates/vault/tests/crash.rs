@@ -229,3 +229,37 @@ fn a_crash_at_every_step_leaves_the_old_or_the_new_vault() {
     scenario.teardown();
     assert_eq!(checked, 21);
 }
+
+/// The handle that saw the failure stays usable and in step with the disk.
+#[test]
+fn the_same_handle_recovers_after_a_failed_commit() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    let key = tmp.path().join("k1");
+    let (mut v, _) = Vault::init(&dir, &NewKey::key_file(&key)).unwrap();
+    v.put(NewRecord::service("svc/a", "one".into())).unwrap();
+    // Stopped before the commit: nothing happened.
+    fail::cfg("vault::commit::before", "return").unwrap();
+    assert!(matches!(
+        v.set_secret("svc/a", "two".into()),
+        Err(Error::Failpoint(_))
+    ));
+    fail::remove("vault::commit::before");
+    assert_eq!(v.summary("svc/a").unwrap().generation, 1);
+    assert_eq!(v.get("svc/a").unwrap().secret.expose_secret(), "one");
+    // Stopped right after the commit: the disk has generation 2; the handle catches up on its
+    // next change instead of overwriting it.
+    fail::cfg("vault::commit::after", "return").unwrap();
+    assert!(matches!(
+        v.set_secret("svc/a", "two".into()),
+        Err(Error::Failpoint(_))
+    ));
+    fail::remove("vault::commit::after");
+    let s = v.set_secret("svc/a", "three".into()).unwrap();
+    assert_eq!(s.generation, 3);
+    let fresh = Vault::open(&dir, &KeySource::KeyFile(key)).unwrap();
+    assert_eq!(fresh.get("svc/a").unwrap().secret.expose_secret(), "three");
+    assert!(fresh.verify(None).problems.is_empty());
+    scenario.teardown();
+}
