@@ -22,6 +22,7 @@ pub mod fail2ban;
 pub mod incident;
 pub mod output;
 pub mod sandbox;
+pub mod vault;
 
 use std::process::ExitCode;
 
@@ -61,6 +62,8 @@ pub enum Task {
     Exporter(exporter::Args),
     /// The whole security posture in one report (text, JSON, SARIF).
     Audit(audit::Args),
+    /// The encrypted credential vault: init, put, get, list, archive, rotate-key, export, ...
+    Vault(Box<vault::Args>),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -136,6 +139,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Audit(args) => {
             init_logging(args.global.verbose);
             finish(audit::run(args))
+        }
+        Task::Vault(args) => {
+            init_logging(args.global.verbose);
+            finish(vault::run(*args))
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `ca/ca.crt`, `ca/ca.key` | the local CA (key 0600) |
 //! | `pg/` | the cluster (`data/`, `run/` socket, `tls/`, `superuser.password` 0600) |
 //! | `s3/` | the S3 server: `data/<bucket>/`, `server.crt`, `server.key`, `credentials` (0600), `s3.pid`, `s3.log` |
+//! | `vault/`, `vault.key` | the credential vault (0700) and its key file (0600): `costplus-vault --config costplus.toml ...` |
 
 mod s3proc;
 
@@ -32,6 +33,7 @@ use costplus_fs::{LockFile, WriteOptions, write_atomic};
 use costplus_pgcluster::{Cluster, ClusterOptions, Status, TlsFiles};
 use costplus_s3::{OffsiteConfig, Provider};
 use costplus_tls::issue::{Authority, ServerCertRequest};
+use costplus_vault::VaultConfig;
 
 pub use s3proc::serve_s3_foreground;
 
@@ -57,6 +59,9 @@ pub enum Error {
     /// The S3 server failed.
     #[error(transparent)]
     S3(#[from] costplus_s3local::Error),
+    /// The vault could not be created.
+    #[error(transparent)]
+    Vault(#[from] costplus_vault::Error),
     /// The configuration could not be written or read.
     #[error(transparent)]
     Core(#[from] costplus_core::Error),
@@ -187,6 +192,14 @@ impl Layout {
     pub fn s3_log(&self) -> PathBuf {
         self.s3_dir().join("s3.log")
     }
+    /// The credential vault directory.
+    pub fn vault_dir(&self) -> PathBuf {
+        self.dir.join("vault")
+    }
+    /// The vault's key file (0600).
+    pub fn vault_key(&self) -> PathBuf {
+        self.dir.join("vault.key")
+    }
     fn lock(&self) -> PathBuf {
         self.dir.join(".lock")
     }
@@ -308,6 +321,17 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
     })?;
     s3proc::spawn(layout, &opts.s3_server_command, s3_port)?;
 
+    // The credential vault, unlocked by a key file.
+    let vault = VaultConfig {
+        dir: layout.vault_dir(),
+        key_file: Some(layout.vault_key()),
+        passphrase_file: None,
+    };
+    costplus_vault::Vault::init(
+        &vault.dir,
+        &costplus_vault::NewKey::key_file(&layout.vault_key()),
+    )?;
+
     // The configuration every command reads.
     let config = Config {
         servers: vec![ServerConfig {
@@ -324,7 +348,7 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
             log_file: Some(cluster.log_file()),
         }],
         naming: NamingPolicy::default(),
-        vault: None,
+        vault: Some(vault),
         backup: None,
         fail2ban: None,
         maintenance: None,
