@@ -1188,6 +1188,31 @@ impl Vault {
         })
     }
 
+    /// Change the status of several live records in one commit (all or nothing): a batch of
+    /// provisioned customers turns `active` with one manifest write instead of one each.
+    pub fn set_status_many(&mut self, names: &[&str], status: Status) -> Result<Vec<Summary>> {
+        let _lock = self.lock()?;
+        if !status.is_live() {
+            return Err(Error::InvalidTransition {
+                name: names.join(", "),
+                from: "live".into(),
+                to: format!("{status} (use archive or shred)"),
+            });
+        }
+        let mut manifest = self.manifest.clone();
+        manifest.seq += 1;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let i = self.find(Which::Live(name))?;
+            manifest.entries[i].status = status;
+            manifest.entries[i].updated_ms = now;
+            out.push(manifest.entries[i].summary());
+        }
+        self.commit(self.header.clone(), None, manifest, vec![])?;
+        Ok(out)
+    }
+
     /// Change a live record's status between `pending` and `active` (a manifest change only;
     /// the record file is untouched). Archiving and shredding have their own operations.
     pub fn set_status(&mut self, name: &str, status: Status) -> Result<Summary> {

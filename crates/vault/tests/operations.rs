@@ -389,3 +389,44 @@ fn concurrent_writers_lose_nothing() {
     let r = v.verify(None);
     assert!(r.problems.is_empty() && r.leftovers.is_empty(), "{r:?}");
 }
+
+#[test]
+fn batch_status_change_is_all_or_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v");
+    let key = tmp.path().join("k");
+    let (mut v, _) = Vault::init(&dir, &NewKey::key_file(&key)).unwrap();
+    for n in ["a1", "a2", "a3"] {
+        v.put(NewRecord::customer(
+            n,
+            &format!("{n}_user"),
+            &format!("{n}_db"),
+            "main",
+            "pw".into(),
+        ))
+        .unwrap();
+    }
+    // One unknown name: nothing changes.
+    assert!(
+        v.set_status_many(&["a1", "nope", "a3"], Status::Active)
+            .is_err()
+    );
+    let v2 = Vault::open(&dir, &KeySource::KeyFile(key.clone())).unwrap();
+    assert!(
+        ["a1", "a2", "a3"]
+            .iter()
+            .all(|n| v2.summary(*n).unwrap().status == Status::Pending)
+    );
+    let seq = v.seq();
+    let done = v
+        .set_status_many(&["a1", "a2", "a3"], Status::Active)
+        .unwrap();
+    assert_eq!(done.len(), 3);
+    assert_eq!(v.seq(), seq + 1, "one commit for the whole batch");
+    let v3 = Vault::open(&dir, &KeySource::KeyFile(key)).unwrap();
+    assert!(
+        ["a1", "a2", "a3"]
+            .iter()
+            .all(|n| v3.summary(*n).unwrap().status == Status::Active)
+    );
+}
