@@ -241,13 +241,16 @@ fn classify_code(
 ) -> Result<Error, (String, String)> {
     let endpoint = ctx.endpoint.to_string();
     match code {
-        "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "InvalidToken" | "ExpiredToken" => {
-            Ok(Error::WrongKeys {
-                endpoint,
-                code: code.into(),
-                message,
-            })
-        }
+        // `NotSignedUp`: what some S3 implementations answer for an unknown access key id.
+        "SignatureDoesNotMatch"
+        | "InvalidAccessKeyId"
+        | "NotSignedUp"
+        | "InvalidToken"
+        | "ExpiredToken" => Ok(Error::WrongKeys {
+            endpoint,
+            code: code.into(),
+            message,
+        }),
         "RequestTimeTooSkewed" => Ok(Error::ClockSkew { endpoint, message }),
         "NoSuchBucket" => Ok(Error::NoSuchBucket {
             endpoint,
@@ -365,6 +368,7 @@ mod tests {
     fn codes_map_to_kinds() {
         check("SignatureDoesNotMatch", 403, None, "WrongKeys");
         check("InvalidAccessKeyId", 403, None, "WrongKeys");
+        check("NotSignedUp", 403, None, "WrongKeys");
         check("RequestTimeTooSkewed", 403, None, "ClockSkew");
         check("NoSuchBucket", 404, None, "NoSuchBucket");
         check("NoSuchKey", 404, Some("k"), "NotFound");
