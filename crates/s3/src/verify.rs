@@ -449,17 +449,25 @@ fn check_stanza(
         .filter(|o| o.key.starts_with(&backup_dir) || o.key.starts_with(&archive_dir))
         .collect();
 
-    if let Some(s) = info
-        && s.status.code != 0
-    {
-        problem(
-            format!("{backup_dir}backup.info"),
-            ProblemKind::StanzaStatus,
-            format!(
-                "pgBackRest reports status {} for stanza {name}: {}",
-                s.status.code, s.status.message
-            ),
-        );
+    if let Some(s) = info {
+        // The status of our repository; the stanza's own is an aggregate over all of them
+        // ("different across repos" when repo1 and repo2 differ, which is normal).
+        let status = s
+            .repo
+            .iter()
+            .find(|r| r.key == opts.repo)
+            .map(|r| &r.status)
+            .unwrap_or(&s.status);
+        if status.code != 0 {
+            problem(
+                format!("{backup_dir}backup.info"),
+                ProblemKind::StanzaStatus,
+                format!(
+                    "pgBackRest reports status {} for stanza {name} in repo{}: {}",
+                    status.code, opts.repo, status.message
+                ),
+            );
+        }
     }
 
     // 1. The info files and their copies.
