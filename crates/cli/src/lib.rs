@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
+pub mod offsite;
 pub mod output;
 pub mod sandbox;
 
@@ -48,6 +49,8 @@ pub struct Umbrella {
 pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
+    /// The Wasabi/S3 offsite: verify repo2, ship artefacts, the monthly cost.
+    Offsite(offsite::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -107,6 +110,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Offsite(args) => {
+            init_logging(args.global.verbose);
+            finish(offsite::run(args))
         }
     }
 }

@@ -421,7 +421,7 @@ impl Offsite {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         match Error::from_sdk(op, &self.ctx(None), e) {
-            Error::Service { code, status, .. } if code == "NotImplemented" || status == 501 => {
+            Error::Service(s) if s.code == "NotImplemented" || s.status == 501 => {
                 notes.push(format!("{op}: not implemented by the server"));
                 Ok(FeatureState::Unsupported)
             }
@@ -429,8 +429,8 @@ impl Offsite {
                 notes.push(format!("{op}: access denied ({message})"));
                 Ok(FeatureState::Unknown)
             }
-            Error::Service { code, message, .. } => {
-                notes.push(format!("{op}: {code}: {message}"));
+            Error::Service(s) => {
+                notes.push(format!("{op}: {}: {}", s.code, s.message));
                 Ok(FeatureState::Unknown)
             }
             other => Err(other),

@@ -336,10 +336,11 @@ pub fn measure_listing(prefix: &str, listing: &[ObjectInfo]) -> Measured {
         };
         let parts: Vec<&str> = rest.splitn(4, '/').collect();
         match parts.as_slice() {
-            ["backup", _, label, file] if crate::verify::label_kind(label).is_some() => {
-                if !file.starts_with("backup.manifest") {
-                    *per_backup.entry(label).or_default() += o.size as f64;
-                }
+            ["backup", _, label, file]
+                if crate::verify::label_kind(label).is_some()
+                    && !file.starts_with("backup.manifest") =>
+            {
+                *per_backup.entry(label).or_default() += o.size as f64;
             }
             ["archive", _, _, file] if file.len() > 24 && file.contains('-') => {
                 wal_bytes += o.size as f64;

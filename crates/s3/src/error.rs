@@ -100,23 +100,8 @@ pub enum Error {
         operation: String,
     },
     /// Any other answer of the service.
-    #[error("{endpoint}: {operation} on {bucket:?}{} failed: {code} (HTTP {status}): {message}", key_suffix(.key))]
-    Service {
-        /// The endpoint.
-        endpoint: String,
-        /// The operation (`PutObject`, ...).
-        operation: String,
-        /// The bucket.
-        bucket: String,
-        /// The object, when one was involved.
-        key: Option<String>,
-        /// The S3 error code, or `-`.
-        code: String,
-        /// The HTTP status, 0 when there was no response.
-        status: u16,
-        /// The service's message.
-        message: String,
-    },
+    #[error("{0}")]
+    Service(Box<ServiceError>),
     /// What arrived differs from what was sent (size or checksum).
     #[error("integrity check of {key:?} failed: {message}")]
     Integrity {
@@ -146,6 +131,26 @@ pub enum Error {
     },
 }
 
+/// An answer of the service that is none of the specific kinds.
+#[derive(Debug, thiserror::Error)]
+#[error("{endpoint}: {operation} on {bucket:?}{} failed: {code} (HTTP {status}): {message}", key_suffix(.key))]
+pub struct ServiceError {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The operation (`PutObject`, ...).
+    pub operation: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The object, when one was involved.
+    pub key: Option<String>,
+    /// The S3 error code, or `-`.
+    pub code: String,
+    /// The HTTP status, 0 when there was no response.
+    pub status: u16,
+    /// The service's message.
+    pub message: String,
+}
+
 fn key_suffix(key: &Option<String>) -> String {
     key.as_ref()
         .map(|k| format!(" key {k:?}"))
@@ -169,7 +174,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::Timeout { .. } => true,
-            Error::Service { status, .. } => *status == 0 || *status >= 500,
+            Error::Service(s) => s.status == 0 || s.status >= 500,
             _ => false,
         }
     }
@@ -181,14 +186,16 @@ impl Error {
         R: std::fmt::Debug + HasStatus + Send + Sync + 'static,
     {
         let endpoint = ctx.endpoint.to_string();
-        let service = |code: String, status: u16, message: String| Error::Service {
-            endpoint: endpoint.clone(),
-            operation: operation.into(),
-            bucket: ctx.bucket.into(),
-            key: ctx.key.map(str::to_string),
-            code,
-            status,
-            message,
+        let service = |code: String, status: u16, message: String| {
+            Error::Service(Box::new(ServiceError {
+                endpoint: endpoint.clone(),
+                operation: operation.into(),
+                bucket: ctx.bucket.into(),
+                key: ctx.key.map(str::to_string),
+                code,
+                status,
+                message,
+            }))
         };
         match &err {
             SdkError::TimeoutError(_) => Error::Timeout {
@@ -382,7 +389,7 @@ mod tests {
 
     #[test]
     fn transient_errors() {
-        let e = Error::Service {
+        let e = Error::Service(Box::new(ServiceError {
             endpoint: "e".into(),
             operation: "Op".into(),
             bucket: "b".into(),
@@ -390,7 +397,7 @@ mod tests {
             code: "SlowDown".into(),
             status: 503,
             message: String::new(),
-        };
+        }));
         assert!(e.is_transient());
         let e = Error::WrongKeys {
             endpoint: "e".into(),

@@ -23,15 +23,16 @@
 //! let cfg = OffsiteConfig::wasabi("eu-central-1", "acme-backups");
 //! assert_eq!(cfg.resolve_endpoint().unwrap(), "https://s3.eu-central-1.wasabisys.com");
 //!
-//! // 100 GB full backup weekly, 5 GB of WAL a day, kept 30 days past the next full:
-//! // well below the 1 TB minimum, so the bill is the minimum.
+//! // A 10 GB full backup weekly and 1 GB of WAL a day, kept 90 days: about 0.23 TB stored,
+//! // below the 1 TB minimum, so the bill is the minimum; nothing lives less than 90 days.
 //! let input = cost::CostInput {
-//!     full_bytes: 100e9,
-//!     wal_bytes_per_day: 5e9,
+//!     full_bytes: 10e9,
+//!     wal_bytes_per_day: 1e9,
 //!     ..cost::CostInput::example()
 //! };
 //! let bill = cost::estimate(&input);
 //! assert_eq!(bill.monthly_usd, 6.99);
+//! assert_eq!(bill.early_deletion_usd, 0.0);
 //! ```
 
 pub mod client;
@@ -46,5 +47,5 @@ pub mod verify;
 pub use client::{BucketProtection, ClientOptions, FeatureState, ObjectInfo, Offsite};
 pub use config::{OffsiteConfig, Provider, WASABI_REGIONS, wasabi_endpoint};
 pub use credentials::Credentials;
-pub use error::{Error, Result};
+pub use error::{Error, Result, ServiceError};
 pub use transfer::{Downloaded, Progress, ProgressFn, UploadOptions, Uploaded};

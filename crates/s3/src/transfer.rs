@@ -589,17 +589,22 @@ impl Offsite {
             .collect();
         let upload_id = state.upload_id.clone();
         let shared = tokio::sync::Mutex::new(state);
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let concurrency = self.opts.concurrency.max(1);
         let mut stream = futures_util::stream::iter(todo)
             .map(|n| {
                 let upload_id = &upload_id;
                 let shared = &shared;
                 let state_file = &state_file;
+                let failed = &failed;
                 async move {
                     let _permit = self.permits.acquire().await.map_err(|e| Error::Io {
                         path: path.to_path_buf(),
                         source: std::io::Error::other(e.to_string()),
                     })?;
+                    if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Ok(());
+                    }
                     let offset = (n as u64 - 1) * part_size;
                     let len = part_size.min(size - offset);
                     let (body, md5) = read_part(path, offset, len).await?;
@@ -624,6 +629,21 @@ impl Offsite {
                             message: format!("part {n}: ETag {etag}, MD5 sent {md5_hex}"),
                         });
                     }
+                    {
+                        // Recorded durably before it is reported: a resume never resends it.
+                        let mut st = shared.lock().await;
+                        st.parts.insert(
+                            n,
+                            PartDone {
+                                etag,
+                                md5: md5_hex,
+                                size: len,
+                            },
+                        );
+                        if let Some(f) = state_file {
+                            Self::save_state(f, &st).await?;
+                        }
+                    }
                     Self::report(
                         opts,
                         Progress::Transferred {
@@ -631,26 +651,23 @@ impl Offsite {
                             bytes: len,
                         },
                     );
-                    let mut st = shared.lock().await;
-                    st.parts.insert(
-                        n,
-                        PartDone {
-                            etag,
-                            md5: md5_hex,
-                            size: len,
-                        },
-                    );
-                    if let Some(f) = state_file {
-                        Self::save_state(f, &st).await?;
-                    }
                     Ok::<(), Error>(())
                 }
             })
             .buffer_unordered(concurrency);
+        // On the first error, start no new part but let the parts in flight finish and be
+        // recorded, so that a resume sends as little as possible.
+        let mut first_error = None;
         while let Some(r) = stream.next().await {
-            r?;
+            if let Err(e) = r {
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                first_error.get_or_insert(e);
+            }
         }
         drop(stream);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         let state = shared.into_inner();
         let mut completed = Vec::with_capacity(state.parts.len());
         let mut md5s = Vec::with_capacity(state.parts.len());

@@ -249,6 +249,42 @@ pub fn sniff(head: &[u8]) -> Content {
     Content::Unknown
 }
 
+/// Why a sample of a file (its first bytes, up to 64 KiB) does not look encrypted, or `None`
+/// when it does: an OpenSSL `Salted__` header, or bytes as random as ciphertext (Shannon entropy
+/// within half a bit of what uniform random bytes of that length give). Used to refuse shipping
+/// plaintext offsite.
+pub fn plaintext_reason(sample: &[u8]) -> Option<String> {
+    match sniff(sample) {
+        Content::Encrypted => return None,
+        Content::Unknown => {}
+        other => return Some(format!("it starts with {}", other.describe())),
+    }
+    if sample.len() < 64 {
+        return Some(format!(
+            "{} bytes are too few to tell ciphertext from plaintext",
+            sample.len()
+        ));
+    }
+    let mut counts = [0u32; 256];
+    for b in sample {
+        counts[*b as usize] += 1;
+    }
+    let n = sample.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    // Expected entropy of n uniform bytes: about 8 - 255 / (2 n ln 2) bits per byte.
+    let expected = (8.0 - 255.0 / (2.0 * n * std::f64::consts::LN_2)).max(0.0);
+    (entropy < expected - 0.5).then(|| {
+        format!("its bytes are not random enough for ciphertext ({entropy:.2} bits/byte, ciphertext gives about {expected:.2})")
+    })
+}
+
 /// Whether `size` fits `Salted__` + 8-byte salt + AES-CBC blocks (PKCS#7: at least one block).
 pub fn cipher_length_ok(size: u64) -> bool {
     size >= 32 && (size - 16).is_multiple_of(16)
@@ -973,6 +1009,27 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_guard() {
+        assert_eq!(plaintext_reason(b"Salted__12345678abc"), None);
+        assert!(plaintext_reason(b"[global]\nrepo1-cipher-pass=x\n").is_some());
+        assert!(plaintext_reason(&[0x1f, 0x8b, 8, 0, 0, 0]).is_some());
+        let text = "host all all 0.0.0.0/0 scram-sha-256 # a comment that goes on\n".repeat(40);
+        let mut binary_text = text.into_bytes();
+        binary_text[0] = 0x01; // not printable: the entropy test, not the text test, refuses it
+        assert!(plaintext_reason(&binary_text).unwrap().contains("random"));
+        // A sample of a real ciphertext stand-in: high entropy passes.
+        let mut h = sha2::Sha256::default();
+        let mut ct = Vec::new();
+        for i in 0..128u32 {
+            use sha2::Digest;
+            h.update(i.to_le_bytes());
+            ct.extend_from_slice(&h.clone().finalize());
+        }
+        ct[0] = 0x9c; // not a known magic
+        assert_eq!(plaintext_reason(&ct), None, "{:?}", plaintext_reason(&ct));
+    }
+
+    #[test]
     fn segments_and_labels() {
         let ss = 16 * 1024 * 1024;
         assert_eq!(parse_segment("000000010000000000000001", ss), Some((1, 1)));
@@ -1045,6 +1102,9 @@ mod tests {
     }
 }
 
+/// A sampled object: its key and first bytes.
+type Sampled = (String, Vec<u8>);
+
 /// The result of [`crate::Offsite::verify_repo`]: the JSON of `costplus-offsite verify`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
@@ -1092,19 +1152,18 @@ impl crate::Offsite {
         let listing = self.list(&prefix).await?;
         let protection = self.protection().await?;
         let keys = sample_keys(&listing, opts);
-        let fetched: Vec<crate::Result<Option<(String, Vec<u8>)>>> =
-            futures_util::stream::iter(keys)
-                .map(|key| async move {
-                    match self.read_head(&key, HEAD_BYTES).await {
-                        Ok(head) => Ok(Some((key, head))),
-                        // Deleted between the listing and now (expire running): not a finding.
-                        Err(crate::Error::NotFound { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                })
-                .buffer_unordered(self.opts.concurrency.max(1))
-                .collect()
-                .await;
+        let fetched: Vec<crate::Result<Option<Sampled>>> = futures_util::stream::iter(keys)
+            .map(|key| async move {
+                match self.read_head(&key, HEAD_BYTES).await {
+                    Ok(head) => Ok(Some((key, head))),
+                    // Deleted between the listing and now (expire running): not a finding.
+                    Err(crate::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .collect()
+            .await;
         let mut heads = BTreeMap::new();
         for r in fetched {
             if let Some((k, h)) = r? {
