@@ -330,8 +330,8 @@ fn main() {
         bytes as f64 / 1e6
     );
     println!(
-        "{:<26} {:>8} {:>9} {:>16}  {}",
-        "tool", "seconds", "MB/s", "costplus is x", "notes"
+        "{:<26} {:>8} {:>9} {:>16}  notes",
+        "tool", "seconds", "MB/s", "costplus is x"
     );
     for r in &rows {
         let ratio = if r.name == "costplus" {
