@@ -364,3 +364,43 @@ fn verify_a_real_repo2_and_exit_codes() {
         "a tiny repository costs the minimum"
     );
 }
+
+/// The documented surface: `--help` of the binary and of `verify`, and the JSON of `cost` for
+/// fixed inputs (no server needed).
+#[test]
+fn snapshots() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_costplus-offsite"))
+            .args(args)
+            .env_remove("COSTPLUS_CONFIG")
+            .env("COLUMNS", "100")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    insta::assert_snapshot!("help", run(&["--help"]));
+    insta::assert_snapshot!("verify_help", run(&["verify", "--help"]));
+    // 100 GB full weekly, 10 GB incremental daily, 20 GB of WAL a day, kept 30 days (time).
+    let cost = run(&[
+        "cost",
+        "--no-measure",
+        "--no-pgbackrest",
+        "--full-bytes",
+        "100e9",
+        "--incr-bytes",
+        "10e9",
+        "--wal-bytes-per-day",
+        "20e9",
+        "--retention-days",
+        "30",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&cost).unwrap();
+    insta::assert_json_snapshot!("cost_json", v);
+}

@@ -16,7 +16,7 @@ use costplus_s3::{ClientOptions, Credentials, Offsite, OffsiteConfig, Progress, 
 
 use crate::output::{Format, print_json};
 
-/// Arguments of `costplus-offsite` / `costplus offsite`.
+/// The Wasabi/S3 offsite: verify pgBackRest's repo2, ship artefacts, the monthly cost.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     #[command(flatten)]
