@@ -331,13 +331,13 @@ fn main() {
     );
     println!(
         "{:<26} {:>8} {:>9} {:>16}  notes",
-        "tool", "seconds", "MB/s", "costplus is x"
+        "tool", "seconds", "MB/s", "t / t(costplus)"
     );
     for r in &rows {
         let ratio = if r.name == "costplus" {
             "-".to_string()
         } else {
-            format!("{:.2}x faster", r.secs / ours)
+            format!("{:.2}", r.secs / ours)
         };
         println!(
             "{:<26} {:>8.2} {:>9.1} {:>16}  {}",
