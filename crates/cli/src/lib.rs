@@ -20,6 +20,7 @@ pub mod common;
 pub mod exporter;
 pub mod fail2ban;
 pub mod incident;
+pub mod offsite;
 pub mod output;
 pub mod sandbox;
 pub mod vault;
@@ -64,6 +65,8 @@ pub enum Task {
     Audit(audit::Args),
     /// The encrypted credential vault: init, put, get, list, archive, rotate-key, export, ...
     Vault(Box<vault::Args>),
+    /// The Wasabi/S3 offsite: verify repo2, ship artefacts, the monthly cost.
+    Offsite(offsite::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -143,6 +146,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Vault(args) => {
             init_logging(args.global.verbose);
             finish(vault::run(*args))
+        }
+        Task::Offsite(args) => {
+            init_logging(args.global.verbose);
+            finish(offsite::run(args))
         }
     }
 }
