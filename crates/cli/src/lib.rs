@@ -17,6 +17,7 @@
 
 pub mod output;
 pub mod sandbox;
+pub mod tls;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ pub struct Umbrella {
 pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
+    /// Server certificates: probe a live server's TLS, inspect files, issue, renew.
+    Tls(tls::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -107,6 +110,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Tls(args) => {
+            init_logging(args.global.verbose);
+            finish(tls::run(args))
         }
     }
 }

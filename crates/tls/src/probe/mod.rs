@@ -765,12 +765,45 @@ async fn plaintext_login(ctx: &Ctx, user: &str, database: &str) -> PlaintextLogi
     out
 }
 
+/// The certificate chain the server presents (leaf first), read through a rustls handshake
+/// (TLS 1.3 or 1.2) after SSLRequest (or directly in [`Mode::Direct`]). Not verified.
+pub async fn fetch_chain(opts: &ProbeOptions) -> Result<Vec<Vec<u8>>> {
+    let ctx = Ctx {
+        local: Semaphore::new(1),
+        global: None,
+        connections: std::sync::atomic::AtomicUsize::new(0),
+        opts: opts.clone(),
+    };
+    chain_via_rustls(&ctx)
+        .await
+        .map_err(|problem| Error::Probe {
+            target: opts.target(),
+            problem,
+        })
+}
+
 /// Probe one server.
 ///
 /// Errors when the server cannot be probed at all: no TCP connection, no answer to SSLRequest
 /// (timeout), not PostgreSQL. A server with TLS off is not an error: the report says so.
 pub async fn probe(opts: &ProbeOptions) -> Result<ProbeReport> {
     probe_with(opts.clone(), None).await
+}
+
+/// [`probe`] on a runtime of its own, for synchronous callers (the CLI).
+pub fn probe_blocking(opts: &ProbeOptions) -> Result<ProbeReport> {
+    runtime()?.block_on(probe(opts))
+}
+
+/// A multi-threaded tokio runtime for the blocking entry points.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io {
+            path: "tokio runtime".into(),
+            source: e,
+        })
 }
 
 /// Probe many servers concurrently, at most `max_connections` connections in flight overall.

@@ -144,7 +144,14 @@ mod tests {
         assert!(t10.contains(&0xC009), "ECDHE-ECDSA-AES128-SHA is TLS 1.0");
         assert!(!t10.contains(&0xC02B), "GCM is TLS 1.2 only");
         let t12 = suites_for(ProtocolVersion::Tls12);
-        assert_eq!(t12[0] >> 8, 0xC0, "strong suites first: {:04X}", t12[0]);
+        let first = suite(t12[0]).unwrap();
+        assert!(
+            weaknesses(first).is_empty(),
+            "strong suites first: {}",
+            first.name
+        );
+        let last = suite(*t12.last().unwrap()).unwrap();
+        assert!(weaknesses(last).len() >= 3, "weakest last: {}", last.name);
         assert!(suites_for(ProtocolVersion::Ssl3).len() < t10.len());
     }
 

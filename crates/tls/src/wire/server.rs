@@ -494,7 +494,12 @@ mod tests {
             }
         }
         let (a, b) = (whole.finish(), drip.finish());
-        assert_eq!(a, b);
+        if matches!(a.end, End::NotTls(_)) {
+            // The evidence kept depends on how much had arrived; the verdict does not.
+            assert!(matches!(b.end, End::NotTls(_)), "{b:?}");
+        } else {
+            assert_eq!(a, b);
+        }
         a
     }
 
