@@ -151,7 +151,10 @@ pub fn read_certificates(bytes: &[u8]) -> std::result::Result<Vec<Vec<u8>>, Find
             Ok(vec![bytes[..used].to_vec()])
         }
         Err(e) => {
-            let what = if der::pkcs8(bytes).is_ok() || der::rsa_private_key(bytes).is_ok() {
+            let what = if der::pkcs8(bytes).is_ok()
+                || der::rsa_private_key(bytes).is_ok()
+                || der::ec_private_key(bytes).is_ok()
+            {
                 return Err(Finding::new(
                     ids::CERT_NOT_A_CERTIFICATE,
                     Severity::Fail,
@@ -207,6 +210,12 @@ pub fn read_private_key(bytes: &[u8]) -> std::result::Result<der::PublicHalf, Fi
     }
     der::pkcs8(bytes)
         .or_else(|_| der::rsa_private_key(bytes))
+        .or_else(|_| {
+            der::ec_private_key(bytes).map(|p| match p {
+                Some(point) => der::PublicHalf::Raw(point),
+                None => der::PublicHalf::Unknown("the SEC1 key carries no public key".into()),
+            })
+        })
         .map_err(|e| unreadable(format!("neither PEM nor a DER private key ({e})")))
 }
 
