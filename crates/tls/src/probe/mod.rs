@@ -87,7 +87,7 @@ impl ProbeOptions {
             plaintext_login: None,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(5),
-            chunks: 4,
+            chunks: 8,
             max_connections: 16,
             policy: Policy::default(),
         }
