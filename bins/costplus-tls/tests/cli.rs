@@ -151,6 +151,8 @@ fn inspect_json_contract_and_exit_codes() {
                 "localhost",
                 "--ip",
                 "127.0.0.1",
+                "--owner",
+                "postgres",
                 "--format",
                 "json",
             ]
