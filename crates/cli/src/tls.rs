@@ -175,6 +175,7 @@ struct PairArgs {
     #[arg(long, default_value_t = ServerCertRequest::DEFAULT_VALIDITY_DAYS)]
     days: u32,
     /// OS user owning the files (the server's; PostgreSQL refuses a key it does not own).
+    /// Default when run as root: postgres (when that user exists); otherwise the current user.
     #[arg(long)]
     owner: Option<String>,
     /// Show what would be done, do nothing.
@@ -196,11 +197,14 @@ impl PairArgs {
         Ok(req)
     }
     fn owner(&self) -> anyhow::Result<Option<costplus_fs::OsUser>> {
-        self.owner
-            .as_deref()
-            .map(costplus_fs::OsUser::by_name)
-            .transpose()
-            .context("--owner")
+        match self.owner.as_deref() {
+            Some(name) => Ok(Some(costplus_fs::OsUser::by_name(name).context("--owner")?)),
+            // As root, files owned by root are useless to the server: default to `postgres`.
+            None if costplus_fs::OsUser::running_as_root() => {
+                Ok(costplus_fs::OsUser::by_name("postgres").ok())
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -385,11 +389,14 @@ fn print_outcome(out: &Outcome, format: Format, plan: bool) -> anyhow::Result<()
     match format {
         Format::Json => print_json(out)?,
         Format::Human => {
-            println!(
-                "{}: {}",
-                if out.decision.renew { "renew" } else { "keep" },
-                out.decision.reasons.join("; ")
-            );
+            let verdict = if out.decision.renew {
+                "renew"
+            } else if out.steps.is_empty() {
+                "keep"
+            } else {
+                "renew (forced)"
+            };
+            println!("{verdict}: {}", out.decision.reasons.join("; "));
             for s in &out.steps {
                 let mark = if s.done {
                     "done"

@@ -227,7 +227,7 @@ fn steps(opts: &InstallOptions, decision: &Decision) -> Vec<Step> {
         done: false,
     };
     s.push(step(format!(
-        "issue a {:?} certificate for {:?} {:?}, valid {} days",
+        "issue a new {:?} certificate for {:?} {:?}, valid {} days",
         opts.request.key_type,
         opts.request.dns_names,
         opts.request
@@ -306,18 +306,14 @@ pub async fn renew(opts: &InstallOptions, ca: &Authority) -> Result<Outcome> {
     };
     out.new_sha256 = Some(sha.clone());
     out.backups = install_pair(&pair, &opts.cert_file, &opts.key_file, opts.owner.as_ref())?;
-    let mut done = 0;
-    // Mark issue/backup/write steps done.
     for s in out.steps.iter_mut() {
         if s.action.starts_with("issue")
             || s.action.starts_with("back up")
             || s.action.starts_with("write")
         {
             s.done = true;
-            done += 1;
         }
     }
-    let _ = done;
     match &opts.reload {
         Reload::None => {}
         Reload::Cluster(root) => {

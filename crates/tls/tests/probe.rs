@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Dates, Leaf, Pki, cluster_with, legacy_cluster_with, openssl_accepts, sslscan_verdicts,
+    Dates, Leaf, Pki, cluster_with, legacy_cluster_with, openssl_accepts, sslscan_ciphers,
+    sslscan_verdicts,
 };
 
 /// Marker settings: serve the leaf as a legacy server (OpenSSL security level 0).
@@ -36,6 +37,25 @@ fn accepted(r: &ProbeReport) -> Vec<ProtocolVersion> {
 
 /// Our verdicts must equal openssl s_client's (TLS 1.0-1.3; OpenSSL 3 has no SSLv3) and
 /// sslscan's (all five) on the same server.
+/// The accepted suites per version must equal sslscan's on the same server.
+fn cross_check_ciphers(port: u16, r: &ProbeReport) {
+    let scan = sslscan_ciphers(port);
+    let ours: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = r
+        .ciphers
+        .iter()
+        .map(|(v, list)| {
+            (
+                v.clone(),
+                list.iter().map(|c| c.openssl_name.clone()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ours, scan,
+        "accepted cipher suites: costplus-tls (left) vs sslscan (right)"
+    );
+}
+
 fn cross_check(port: u16, r: &ProbeReport) {
     for v in [
         ProtocolVersion::Tls10,
@@ -72,6 +92,7 @@ fn tls12_floor_default_cluster() {
         "{r:#?}"
     );
     cross_check(c.port(), &r);
+    cross_check_ciphers(c.port(), &r);
     let cert = r.certificate.as_ref().unwrap();
     assert_eq!(cert.trusted, Some(true));
     assert_eq!(cert.leaf.key.algorithm, "EC");
@@ -114,6 +135,7 @@ fn tls13_floor_reads_the_chain_through_rustls() {
     let r = probe_cluster(c.port(), Some(&ca), Some("localhost"));
     assert_eq!(accepted(&r), vec![ProtocolVersion::Tls13]);
     cross_check(c.port(), &r);
+    cross_check_ciphers(c.port(), &r);
     let cert = r.certificate.as_ref().unwrap();
     assert!(cert.source.contains("rustls"), "{}", cert.source);
     assert_eq!(cert.trusted, Some(true));
@@ -142,6 +164,7 @@ fn legacy_tls10_and_tls11_are_found_and_failed() {
         ]
     );
     cross_check(c.port(), &r);
+    cross_check_ciphers(c.port(), &r);
     let found = ids(&r);
     assert!(found.contains(&"protocol.tlsv1.0-accepted"), "{found:?}");
     assert!(found.contains(&"protocol.tlsv1.1-accepted"), "{found:?}");

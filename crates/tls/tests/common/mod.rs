@@ -346,3 +346,34 @@ pub fn parse_sslscan(text: &str) -> BTreeMap<String, bool> {
     assert!(m.len() >= 5, "sslscan output not understood:\n{text}");
     m
 }
+
+/// `sslscan --starttls-psql` accepted cipher suites: protocol name -> OpenSSL suite names.
+pub fn sslscan_ciphers(port: u16) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    let target = format!("127.0.0.1:{port}");
+    let out = Command::new(require_tool("sslscan"))
+        .args([
+            "--starttls-psql",
+            "--no-colour",
+            "--no-fallback",
+            "--no-renegotiation",
+            "--no-compression",
+            "--no-heartbleed",
+            "--no-groups",
+            "--no-check-certificate",
+            &target,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut m: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 5 && matches!(f[0], "Preferred" | "Accepted") && f[3] == "bits" {
+            m.entry(f[1].to_string())
+                .or_default()
+                .insert(f[4].to_string());
+        }
+    }
+    m
+}
