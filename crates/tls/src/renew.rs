@@ -213,8 +213,26 @@ pub fn install_pair(
             backups.push(b);
         }
     }
-    pair.write(cert_file, key_file, owner)?;
+    // Both old files are backed up above; write without a second round of backups.
+    write_pair_unchecked(pair, cert_file, key_file, owner)?;
     Ok(backups)
+}
+
+/// Write a pair whose old files were already backed up.
+fn write_pair_unchecked(
+    pair: &CertifiedKey,
+    cert_file: &Path,
+    key_file: &Path,
+    owner: Option<&OsUser>,
+) -> Result<()> {
+    let (mut cert_opts, mut key_opts) = (WriteOptions::public(), WriteOptions::private());
+    if let Some(user) = owner {
+        cert_opts = cert_opts.owned_by(user);
+        key_opts = key_opts.owned_by(user);
+    }
+    write_atomic(key_file, pair.key_pem.as_bytes(), &key_opts)?;
+    write_atomic(cert_file, pair.cert_pem.as_bytes(), &cert_opts)?;
+    Ok(())
 }
 
 fn steps(opts: &InstallOptions, decision: &Decision) -> Vec<Step> {

@@ -934,6 +934,11 @@ async fn probe_with(opts: ProbeOptions, global: Option<Arc<Semaphore>>) -> Resul
     }
 
     // Every version concurrently (each with its cipher enumeration), plus the side checks.
+    let direct_version = if accepted_hello(&first, first_version).is_some() {
+        first_version
+    } else {
+        ProtocolVersion::Tls12
+    };
     let mut first = Some(first);
     let version_tasks = versions.iter().map(|v| {
         let a = if *v == first_version {
@@ -956,7 +961,9 @@ async fn probe_with(opts: ProbeOptions, global: Option<Arc<Semaphore>>) -> Resul
         if !ctx.opts.check_direct_tls {
             return Verdict::NotTested;
         }
-        let v = ProtocolVersion::Tls13;
+        // One attempt, with a version the server accepts over SSLRequest (PostgreSQL uses the
+        // same TLS settings for both ways in).
+        let v = direct_version;
         let a = ctx
             .attempt(
                 &ctx.hello(v, wire::suites_for(v), Mode::Direct),
@@ -964,24 +971,10 @@ async fn probe_with(opts: ProbeOptions, global: Option<Arc<Semaphore>>) -> Resul
                 false,
             )
             .await;
-        match accepted_hello(&a, v) {
-            Some(h) if h.alpn.as_deref() == Some(pg::ALPN_POSTGRESQL) => Verdict::Accepted,
-            Some(_) => Verdict::Accepted,
-            None => {
-                let v = ProtocolVersion::Tls12;
-                let a = ctx
-                    .attempt(
-                        &ctx.hello(v, wire::suites_for(v), Mode::Direct),
-                        Mode::Direct,
-                        false,
-                    )
-                    .await;
-                if accepted_hello(&a, v).is_some() {
-                    Verdict::Accepted
-                } else {
-                    Verdict::Refused
-                }
-            }
+        if accepted_hello(&a, v).is_some() {
+            Verdict::Accepted
+        } else {
+            Verdict::Refused
         }
     };
     let (results, login, direct) = tokio::join!(futures_join_all(version_tasks), plaintext, direct);
