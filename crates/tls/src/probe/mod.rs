@@ -512,17 +512,38 @@ fn is_abnormal(a: &Attempt) -> bool {
     }
 }
 
-async fn probe_version(ctx: &Ctx, v: ProtocolVersion, first: Option<Attempt>) -> VersionResult {
-    let mode = ctx.opts.mode;
+/// The elimination chunks of a version: TLS 1.3 has five suites, each tested on its own;
+/// older versions are split round-robin into `opts.chunks` lists.
+fn chunks_for(ctx: &Ctx, v: ProtocolVersion) -> Vec<Vec<u16>> {
     let all = wire::suites_for(v);
-    let want_rest = v <= ProtocolVersion::Tls12;
-    let full = match first {
-        Some(a) => a,
-        None => {
-            ctx.attempt(&ctx.hello(v, all.clone(), mode), mode, want_rest)
-                .await
-        }
+    let k = if v == ProtocolVersion::Tls13 {
+        all.len()
+    } else {
+        ctx.opts.chunks.max(1)
     };
+    let mut chunks: Vec<Vec<u16>> = vec![Vec::new(); k];
+    for (i, s) in all.iter().enumerate() {
+        chunks[i % k].push(*s);
+    }
+    chunks
+}
+
+/// What one elimination chunk found: accepted suites and anomalies.
+type ChunkOutcome = (Vec<u16>, Vec<String>);
+
+/// Every chunk's elimination, concurrently.
+async fn enumerate(ctx: &Ctx, v: ProtocolVersion) -> Vec<ChunkOutcome> {
+    futures_join_all(chunks_for(ctx, v).into_iter().map(|c| eliminate(ctx, v, c))).await
+}
+
+/// Judge one version from its full offer; enumerate its suites when accepted (unless `spec`
+/// already holds a speculative enumeration).
+async fn probe_version(
+    ctx: &Ctx,
+    v: ProtocolVersion,
+    full: Attempt,
+    spec: Option<Vec<ChunkOutcome>>,
+) -> VersionResult {
     let mut res = VersionResult {
         version: v,
         detail: VersionDetail {
@@ -586,18 +607,11 @@ async fn probe_version(ctx: &Ctx, v: ProtocolVersion, first: Option<Attempt>) ->
         res.ciphers.push(hello.cipher_suite);
         return res;
     }
-    // Elimination in chunks, concurrently. TLS 1.3 has five suites: test each on its own.
-    let k = if v == ProtocolVersion::Tls13 {
-        all.len()
-    } else {
-        ctx.opts.chunks.max(1)
+    let outcomes = match spec {
+        Some(done) => done,
+        None => enumerate(ctx, v).await,
     };
-    let mut chunks: Vec<Vec<u16>> = vec![Vec::new(); k];
-    for (i, s) in all.iter().enumerate() {
-        chunks[i % k].push(*s);
-    }
-    let tasks = chunks.into_iter().map(|chunk| eliminate(ctx, v, chunk));
-    for (found, anomalies) in futures_join_all(tasks).await {
+    for (found, anomalies) in outcomes {
         res.ciphers.extend(found);
         res.anomalies.extend(anomalies);
     }
@@ -862,108 +876,123 @@ async fn probe_with(opts: ProbeOptions, global: Option<Arc<Semaphore>>) -> Resul
         connections: 0,
         elapsed_ms: 0,
     };
-    // The first connection tells whether this is a PostgreSQL server with TLS at all; it also
-    // carries the first version's full offer.
     let mut versions = ctx.opts.versions.clone();
     versions.sort_by(|a, b| b.cmp(a));
     versions.dedup();
-    let Some(&first_version) = versions.first() else {
+    let Some(&top_version) = versions.first() else {
         return Err(err("no protocol version to test".into()));
     };
     let mode = ctx.opts.mode;
-    let first = ctx
-        .attempt(
-            &ctx.hello(first_version, wire::suites_for(first_version), mode),
-            mode,
-            first_version <= ProtocolVersion::Tls12,
-        )
-        .await;
-    match &first {
-        Attempt::Connect(e) => return Err(err(e.clone())),
-        Attempt::Silent => {
-            return Err(err(format!(
-                "no answer to SSLRequest within {:?}: not a PostgreSQL server (or a very slow one)",
-                ctx.opts.io_timeout
-            )));
-        }
-        Attempt::NotPostgres(b) => {
-            let hint = if b.first() == Some(&0x15) || b.first() == Some(&0x16) {
-                " (it speaks TLS from the first byte: a plain TLS server; PostgreSQL 17 direct TLS needs --direct)"
-            } else {
-                ""
-            };
-            return Err(err(format!(
-                "not a PostgreSQL server: it answered SSLRequest with {}{hint}",
-                printable(b)
-            )));
-        }
-        Attempt::ClosedEarly => {
-            return Err(err(
-                "the server closed the connection without answering SSLRequest: not PostgreSQL, or it refuses this client".into(),
-            ));
-        }
-        Attempt::PgError(e) => return Err(err(format!("the server refused SSLRequest: {e}"))),
-        Attempt::TlsOff => {
-            report.tls_enabled = false;
-            report.protocols = Protocols::all(Verdict::Refused);
-            report.direct_tls = Verdict::Refused;
-            report.findings.push(Finding::new(
-                ids::TLS_DISABLED,
-                Severity::Fail,
-                "the server answered SSLRequest with N: TLS is off (ssl = off); passwords and data cross the network in clear",
-            ));
-            if let Some((u, d)) = &ctx.opts.plaintext_login {
-                let login = plaintext_login(&ctx, u, d).await;
-                plaintext_findings(&login, &mut report.findings);
-                report.plaintext_login = Some(login);
-            }
-            inspect::sort(&mut report.findings);
-            report.connections = ctx.connections.load(std::sync::atomic::Ordering::Relaxed);
-            report.elapsed_ms = started.elapsed().as_millis() as u64;
-            return Ok(report);
-        }
-        Attempt::Flight(f)
-            if mode == Mode::Direct && f.hello.is_none() && !matches!(f.end, End::Alert(_)) =>
-        {
-            return Err(err(format!(
-                "no TLS answer to a direct ClientHello ({}): the server does not support direct TLS (PostgreSQL before 17, or ALPN refused)",
-                describe(&first)
-            )));
-        }
-        Attempt::Flight(_) => {}
-    }
 
-    // Every version concurrently (each with its cipher enumeration), plus the side checks.
-    let direct_version = if accepted_hello(&first, first_version).is_some() {
-        first_version
-    } else {
-        ProtocolVersion::Tls12
-    };
-    let mut first = Some(first);
-    let version_tasks = versions.iter().map(|v| {
-        let a = if *v == first_version {
-            first.take()
-        } else {
-            None
-        };
-        probe_version(&ctx, *v, a)
+    // Phase 1, all at once: the full offer of every version; the suite elimination of TLS 1.3
+    // and 1.2, which nearly every server accepts (speculative: its connections are wasted only
+    // when the version is refused); the plaintext login; direct TLS.
+    let full_offers = versions.iter().map(|v| {
+        let (v, ctx) = (*v, &ctx);
+        async move {
+            ctx.attempt(
+                &ctx.hello(v, wire::suites_for(v), mode),
+                mode,
+                v <= ProtocolVersion::Tls12,
+            )
+            .await
+        }
     });
+    let speculative: Vec<ProtocolVersion> = if ctx.opts.ciphers {
+        versions
+            .iter()
+            .copied()
+            .filter(|v| *v >= ProtocolVersion::Tls12)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let spec_tasks = speculative.iter().map(|v| enumerate(&ctx, *v));
     let plaintext = async {
         match &ctx.opts.plaintext_login {
             Some((u, d)) => Some(plaintext_login(&ctx, u, d).await),
             None => None,
         }
     };
+    let check_direct = mode == Mode::SslRequest && ctx.opts.check_direct_tls;
+    let direct_first = async {
+        if !check_direct {
+            return None;
+        }
+        let v = top_version;
+        Some(
+            ctx.attempt(
+                &ctx.hello(v, wire::suites_for(v), Mode::Direct),
+                Mode::Direct,
+                false,
+            )
+            .await,
+        )
+    };
+    let (fulls, specs, login, direct_attempt) = tokio::join!(
+        futures_join_all(full_offers),
+        futures_join_all(spec_tasks),
+        plaintext,
+        direct_first
+    );
+
+    // Is this a PostgreSQL server with TLS at all?
+    let spoke_tls = fulls.iter().any(
+        |a| matches!(a, Attempt::Flight(f) if f.hello.is_some() || matches!(f.end, End::Alert(_))),
+    );
+    if fulls.iter().any(|a| matches!(a, Attempt::TlsOff)) {
+        report.tls_enabled = false;
+        report.protocols = Protocols::all(Verdict::Refused);
+        report.direct_tls = Verdict::Refused;
+        report.findings.push(Finding::new(
+            ids::TLS_DISABLED,
+            Severity::Fail,
+            "the server answered SSLRequest with N: TLS is off (ssl = off); passwords and data cross the network in clear",
+        ));
+        if let Some(login) = login {
+            plaintext_findings(&login, &mut report.findings);
+            report.plaintext_login = Some(login);
+        }
+        inspect::sort(&mut report.findings);
+        report.connections = ctx.connections.load(std::sync::atomic::Ordering::Relaxed);
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        return Ok(report);
+    }
+    if !spoke_tls && let Some(e) = not_probeable(&fulls, mode, ctx.opts.io_timeout) {
+        return Err(err(e));
+    }
+
+    // Phase 2: judge every version; enumerate the accepted ones not enumerated yet.
+    let accepted_now: Vec<ProtocolVersion> = versions
+        .iter()
+        .zip(&fulls)
+        .filter(|(v, a)| accepted_hello(a, **v).is_some())
+        .map(|(v, _)| *v)
+        .collect();
+    let mut spec_by_version: BTreeMap<ProtocolVersion, Vec<ChunkOutcome>> =
+        speculative.into_iter().zip(specs).collect();
+    let version_tasks = versions
+        .iter()
+        .zip(fulls)
+        .map(|(v, full)| probe_version(&ctx, *v, full, spec_by_version.remove(v)));
     let direct = async {
-        if ctx.opts.mode == Mode::Direct {
+        let Some(a) = direct_attempt else {
+            return if mode == Mode::Direct {
+                Verdict::Accepted
+            } else {
+                Verdict::NotTested
+            };
+        };
+        if accepted_hello(&a, top_version).is_some() {
             return Verdict::Accepted;
         }
-        if !ctx.opts.check_direct_tls {
-            return Verdict::NotTested;
+        // The server may lack the top version: try again with one it accepts.
+        let Some(&v) = accepted_now.iter().find(|v| **v != top_version) else {
+            return Verdict::Refused;
+        };
+        if accepted_now.contains(&top_version) {
+            return Verdict::Refused;
         }
-        // One attempt, with a version the server accepts over SSLRequest (PostgreSQL uses the
-        // same TLS settings for both ways in).
-        let v = direct_version;
         let a = ctx
             .attempt(
                 &ctx.hello(v, wire::suites_for(v), Mode::Direct),
@@ -977,7 +1006,7 @@ async fn probe_with(opts: ProbeOptions, global: Option<Arc<Semaphore>>) -> Resul
             Verdict::Refused
         }
     };
-    let (results, login, direct) = tokio::join!(futures_join_all(version_tasks), plaintext, direct);
+    let (results, direct) = tokio::join!(futures_join_all(version_tasks), direct);
     report.direct_tls = direct;
 
     let mut anomalies = Vec::new();
@@ -1067,6 +1096,46 @@ async fn probe_with(opts: ProbeOptions, global: Option<Arc<Semaphore>>) -> Resul
     report.connections = ctx.connections.load(std::sync::atomic::Ordering::Relaxed);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Why a server that answered no ClientHello with TLS cannot be probed (`None`: it is a
+/// PostgreSQL server that closes TLS handshakes; that is reported as findings).
+fn not_probeable(fulls: &[Attempt], mode: Mode, io_timeout: Duration) -> Option<String> {
+    let find = |f: fn(&Attempt) -> bool| fulls.iter().find(|a| f(a));
+    if let Some(Attempt::NotPostgres(b)) = find(|a| matches!(a, Attempt::NotPostgres(_))) {
+        let hint = if b.first() == Some(&0x15) || b.first() == Some(&0x16) {
+            " (it speaks TLS from the first byte: a plain TLS server; PostgreSQL 17 direct TLS needs --direct)"
+        } else {
+            ""
+        };
+        return Some(format!(
+            "not a PostgreSQL server: it answered SSLRequest with {}{hint}",
+            printable(b)
+        ));
+    }
+    if let Some(Attempt::PgError(e)) = find(|a| matches!(a, Attempt::PgError(_))) {
+        return Some(format!("the server refused SSLRequest: {e}"));
+    }
+    if find(|a| matches!(a, Attempt::Silent)).is_some() {
+        return Some(format!(
+            "no answer to SSLRequest within {io_timeout:?}: not a PostgreSQL server (or a very slow one)"
+        ));
+    }
+    if find(|a| matches!(a, Attempt::ClosedEarly)).is_some() {
+        return Some(
+            "the server closed the connection without answering SSLRequest: not PostgreSQL, or it refuses this client".into(),
+        );
+    }
+    if let Some(Attempt::Connect(e)) = find(|a| matches!(a, Attempt::Connect(_))) {
+        return Some(e.clone());
+    }
+    if mode == Mode::Direct {
+        let what = fulls.first().map(describe).unwrap_or_default();
+        return Some(format!(
+            "no TLS answer to a direct ClientHello ({what}): the server does not support direct TLS (PostgreSQL before 17, or ALPN refused)"
+        ));
+    }
+    None
 }
 
 fn protocol_findings(results: &[VersionResult], out: &mut Vec<Finding>) {
