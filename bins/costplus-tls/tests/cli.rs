@@ -352,3 +352,18 @@ fn renew_plan_then_apply_on_a_cluster() {
     ]);
     assert_eq!(json(&out)["certificate"]["sha256"], sha.as_str());
 }
+
+#[test]
+fn help_snapshots() {
+    for args in [
+        &["--help"][..],
+        &["probe", "--help"],
+        &["inspect", "--help"],
+        &["renew", "--help"],
+    ] {
+        let out = bin().args(args).env("COLUMNS", "100").output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let name = args.join("_").replace("--", "");
+        insta::assert_snapshot!(name, String::from_utf8_lossy(&out.stdout));
+    }
+}

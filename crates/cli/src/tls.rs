@@ -42,9 +42,13 @@ enum Command {
 /// Exit 3 when a finding is at least this severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FailOn {
+    /// Any finding.
     Info,
+    /// A warning or a failure.
     Warn,
+    /// A failure (default).
     Fail,
+    /// Never: exit 0 whatever was found.
     Never,
 }
 
@@ -144,7 +148,9 @@ struct InspectArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum KeyTypeArg {
+    /// ECDSA on P-256 (default).
     EcdsaP256,
+    /// RSA 3072, for old clients.
     Rsa3072,
 }
 
