@@ -819,3 +819,30 @@ pub fn inspect_files(files: &Files) -> Result<Inspection> {
     }
     Ok(inspection)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Garbage certificates, keys and CAs are findings, never panics.
+        #[test]
+        fn garbage_is_a_finding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800)) {
+            let r = inspect(&Input { cert: &bytes, key: Some(&bytes), ca: Some(&bytes), now: 0, ..Default::default() });
+            proptest::prop_assert!(r.certificate.is_some() || !r.findings.is_empty());
+            let _ = read_private_key(&bytes);
+        }
+
+        /// A PEM envelope around garbage.
+        #[test]
+        fn garbage_pem_is_a_finding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            use base64::Engine;
+            let pem = format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            );
+            let r = inspect(&Input { cert: pem.as_bytes(), now: 0, ..Default::default() });
+            proptest::prop_assert!(!r.findings.is_empty());
+        }
+    }
+}

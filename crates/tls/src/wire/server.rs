@@ -619,4 +619,38 @@ mod tests {
         );
         assert_eq!(group_name(0x17), "secp256r1");
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, the reader neither panics nor reads past its input, and
+        /// chunking does not change its verdict.
+        #[test]
+        fn never_panics_on_server_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), cut in 0usize..600) {
+            let mut a = ServerFlight::new(true);
+            a.feed(&bytes);
+            let mut b = ServerFlight::new(true);
+            let cut = cut.min(bytes.len());
+            if !b.feed(&bytes[..cut]) {
+                b.feed(&bytes[cut..]);
+            }
+            let (a, b) = (a.finish(), b.finish());
+            proptest::prop_assert_eq!(a.hello, b.hello);
+            let _ = parse_server_hello(&bytes);
+            let _ = parse_certificate_list(&bytes);
+            let _ = parse_key_exchange(&bytes, true);
+            let _ = parse_key_exchange(&bytes, false);
+            let _ = crate::wire::pg::ssl_answer(&bytes);
+            let _ = crate::wire::pg::startup_answer(&bytes);
+        }
+
+        /// Records that look like TLS (valid header) with random bodies.
+        #[test]
+        fn never_panics_on_tls_shaped_records(kind in 20u8..24, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let mut rec = vec![kind, 3, 3];
+            rec.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            rec.extend_from_slice(&body);
+            let mut f = ServerFlight::new(true);
+            f.feed(&rec);
+            let _ = f.finish();
+        }
+    }
 }
