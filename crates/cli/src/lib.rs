@@ -24,6 +24,7 @@ pub mod offsite;
 pub mod output;
 pub mod sandbox;
 pub mod vault;
+pub mod tls;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,8 @@ pub enum Task {
     Vault(Box<vault::Args>),
     /// The Wasabi/S3 offsite: verify repo2, ship artefacts, the monthly cost.
     Offsite(offsite::Args),
+    /// Server certificates: probe a live server's TLS, inspect files, issue, renew.
+    Tls(tls::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -150,6 +153,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Offsite(args) => {
             init_logging(args.global.verbose);
             finish(offsite::run(args))
+        }
+        Task::Tls(args) => {
+            init_logging(args.global.verbose);
+            finish(tls::run(args))
         }
     }
 }

@@ -105,6 +105,8 @@ impl std::fmt::Debug for CertifiedKey {
 impl CertifiedKey {
     /// Write the certificate (0644) and the key (0600) atomically, both owned by `owner` when
     /// given (the server's OS user: PostgreSQL refuses a key it does not own or that others read).
+    /// An existing key (and certificate) with other contents is first copied to
+    /// `<name>.bak-<timestamp>` (same mode and owner): a key is never overwritten without a backup.
     pub fn write(
         &self,
         cert_path: &Path,
@@ -115,6 +117,11 @@ impl CertifiedKey {
         if let Some(user) = owner {
             cert_opts = cert_opts.owned_by(user);
             key_opts = key_opts.owned_by(user);
+        }
+        for (path, new) in [(key_path, &self.key_pem), (cert_path, &self.cert_pem)] {
+            if std::fs::read(path).is_ok_and(|old| old != new.as_bytes()) {
+                crate::renew::backup(path)?;
+            }
         }
         write_atomic(key_path, self.key_pem.as_bytes(), &key_opts)?;
         write_atomic(cert_path, self.cert_pem.as_bytes(), &cert_opts)?;
@@ -284,6 +291,35 @@ mod tests {
             .unwrap()
             .verify_signature(Some(ca_pem.parse_x509().unwrap().public_key()))
             .unwrap();
+    }
+
+    #[test]
+    fn write_backs_up_an_existing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("s.crt"), dir.path().join("s.key"));
+        let ca = Authority::generate("t", 30).unwrap();
+        let first = ca.issue_server(&ServerCertRequest::localhost()).unwrap();
+        first.write(&crt, &key, None).unwrap();
+        first.write(&crt, &key, None).unwrap(); // same contents: nothing to back up
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        let second = ca.issue_server(&ServerCertRequest::localhost()).unwrap();
+        second.write(&crt, &key, None).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let backup = names.iter().find(|n| n.starts_with("s.key.bak-")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(backup)).unwrap(),
+            first.key_pem
+        );
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), second.key_pem);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(backup))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
