@@ -280,6 +280,33 @@ fn up_env_status_down() {
     let sarif: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
 
+    // The acceptance probe of the TLS issue: only TLS 1.2 and 1.3, trusted with the sandbox CA.
+    let out = Command::new(workspace_bin("costplus-tls"))
+        .args([
+            "probe",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &env["PGPORT"],
+            "--ca",
+            &env["PGSSLROOTCERT"],
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let probe: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    for (v, verdict) in [
+        ("SSLv3", "refused"),
+        ("TLSv1.0", "refused"),
+        ("TLSv1.1", "refused"),
+        ("TLSv1.2", "accepted"),
+        ("TLSv1.3", "accepted"),
+    ] {
+        assert_eq!(probe["protocols"][v], verdict, "{v}: {probe}");
+    }
+    assert_eq!(probe["certificate"]["trusted"], true, "{probe}");
+
     let status = ok(&sb.run(&["status"]));
     assert!(status.contains("postgres   running"), "{status}");
 

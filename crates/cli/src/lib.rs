@@ -23,8 +23,8 @@ pub mod incident;
 pub mod offsite;
 pub mod output;
 pub mod sandbox;
-pub mod vault;
 pub mod tls;
+pub mod vault;
 
 use std::process::ExitCode;
 
