@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
+pub mod hba;
 pub mod output;
 pub mod sandbox;
 
@@ -48,6 +49,8 @@ pub struct Umbrella {
 pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
+    /// pg_hba.conf: rules as the server reads them, lint, explain, edit, apply.
+    Hba(hba::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -107,6 +110,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Hba(args) => {
+            init_logging(args.global.verbose);
+            finish(hba::run(args))
         }
     }
 }

@@ -1,0 +1,1284 @@
+//! From tokenized lines to rules, as `parse_hba_line` and `parse_hba_auth_opt` do, and to the
+//! rows of the `pg_hba_file_rules` view (`fill_hba_line`, `get_hba_options`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::addr::{cidr_mask, ntop, parse_numeric_host};
+use crate::env::Environment;
+use crate::tokenize::{TokLine, Token};
+use crate::version::PgVersion;
+
+/// Connection type of a rule (first field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ConnType {
+    /// Unix-domain socket.
+    Local,
+    /// TCP/IP, with or without TLS or GSS encryption.
+    Host,
+    /// TCP/IP with TLS only.
+    HostSsl,
+    /// TCP/IP without TLS only.
+    HostNoSsl,
+    /// TCP/IP with GSSAPI encryption only.
+    HostGssEnc,
+    /// TCP/IP without GSSAPI encryption only.
+    HostNoGssEnc,
+}
+
+impl ConnType {
+    /// The keyword as written in pg_hba.conf and shown by the view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnType::Local => "local",
+            ConnType::Host => "host",
+            ConnType::HostSsl => "hostssl",
+            ConnType::HostNoSsl => "hostnossl",
+            ConnType::HostGssEnc => "hostgssenc",
+            ConnType::HostNoGssEnc => "hostnogssenc",
+        }
+    }
+    /// Parse a connection type keyword.
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        Some(match s {
+            b"local" => ConnType::Local,
+            b"host" => ConnType::Host,
+            b"hostssl" => ConnType::HostSsl,
+            b"hostnossl" => ConnType::HostNoSsl,
+            b"hostgssenc" => ConnType::HostGssEnc,
+            b"hostnogssenc" => ConnType::HostNoGssEnc,
+            _ => return None,
+        })
+    }
+    /// Whether the line is for TCP/IP connections.
+    pub fn is_network(self) -> bool {
+        self != ConnType::Local
+    }
+}
+
+/// Authentication method (the view's `auth_method` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// `trust`: no password at all.
+    Trust,
+    /// `reject`.
+    Reject,
+    /// `md5` (MD5 or SCRAM).
+    Md5,
+    /// `password`: clear-text password.
+    Password,
+    /// `scram-sha-256`.
+    ScramSha256,
+    /// `gss` (GSSAPI).
+    Gss,
+    /// `sspi` (Windows only).
+    Sspi,
+    /// `ident` (TCP).
+    Ident,
+    /// `peer` (local; `local ... ident` is shown as peer).
+    Peer,
+    /// `pam`.
+    Pam,
+    /// `bsd` (OpenBSD only).
+    Bsd,
+    /// `ldap`.
+    Ldap,
+    /// `cert`: TLS client certificate.
+    Cert,
+    /// `radius`.
+    Radius,
+    /// `oauth` (PostgreSQL 18+).
+    OAuth,
+}
+
+impl AuthMethod {
+    /// The method name as written and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Trust => "trust",
+            AuthMethod::Reject => "reject",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Password => "password",
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Gss => "gss",
+            AuthMethod::Sspi => "sspi",
+            AuthMethod::Ident => "ident",
+            AuthMethod::Peer => "peer",
+            AuthMethod::Pam => "pam",
+            AuthMethod::Bsd => "bsd",
+            AuthMethod::Ldap => "ldap",
+            AuthMethod::Cert => "cert",
+            AuthMethod::Radius => "radius",
+            AuthMethod::OAuth => "oauth",
+        }
+    }
+    /// Parse a method name (case-sensitive, as the server does).
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        Some(match s {
+            b"trust" => AuthMethod::Trust,
+            b"reject" => AuthMethod::Reject,
+            b"md5" => AuthMethod::Md5,
+            b"password" => AuthMethod::Password,
+            b"scram-sha-256" => AuthMethod::ScramSha256,
+            b"gss" => AuthMethod::Gss,
+            b"sspi" => AuthMethod::Sspi,
+            b"ident" => AuthMethod::Ident,
+            b"peer" => AuthMethod::Peer,
+            b"pam" => AuthMethod::Pam,
+            b"bsd" => AuthMethod::Bsd,
+            b"ldap" => AuthMethod::Ldap,
+            b"cert" => AuthMethod::Cert,
+            b"radius" => AuthMethod::Radius,
+            b"oauth" => AuthMethod::OAuth,
+            _ => return None,
+        })
+    }
+    /// Methods that send a password the server can compare without a strong exchange
+    /// (`trust` takes none at all).
+    pub fn is_weak(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::Trust | AuthMethod::Password | AuthMethod::Md5
+        )
+    }
+}
+
+/// The address a rule matches (absent on `local` lines).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AddressSpec {
+    /// `all`.
+    All,
+    /// `samehost`: any address of this server.
+    SameHost,
+    /// `samenet`: any subnet this server is on.
+    SameNet,
+    /// A numeric address and mask (host bits kept as written).
+    Ip {
+        /// Address as written.
+        addr: IpAddr,
+        /// Netmask (from `/bits` or the separate netmask field).
+        mask: IpAddr,
+    },
+    /// A host name (a leading `.` matches a suffix).
+    Hostname(Vec<u8>),
+}
+
+impl AddressSpec {
+    /// Whether this address matches every client of the family it names (`all`,
+    /// `0.0.0.0/0`, `::/0`).
+    pub fn is_catch_all(&self) -> bool {
+        match self {
+            AddressSpec::All => true,
+            AddressSpec::Ip { mask, .. } => match mask {
+                IpAddr::V4(m) => m.is_unspecified(),
+                IpAddr::V6(m) => m.is_unspecified(),
+            },
+            _ => false,
+        }
+    }
+}
+
+/// `clientcert` level of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ClientCert {
+    /// No client certificate required.
+    #[default]
+    Off,
+    /// A certificate signed by a trusted CA.
+    VerifyCa,
+    /// A trusted certificate whose name matches the user.
+    VerifyFull,
+}
+
+/// A rule the server loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaRule {
+    /// Connection type.
+    pub conn_type: ConnType,
+    /// Database tokens (after `@file` expansion).
+    pub databases: Vec<Token>,
+    /// User tokens (after `@file` expansion).
+    pub users: Vec<Token>,
+    /// Address (`None` for `local`).
+    pub address: Option<AddressSpec>,
+    /// Method (`ident` on `local` is `peer`).
+    pub method: AuthMethod,
+    /// Client certificate requirement.
+    pub clientcert: ClientCert,
+    /// Options as the view shows them.
+    pub options: Vec<String>,
+}
+
+/// One row of `pg_hba_file_rules`: what the server makes of one rule line.
+///
+/// Serialises with exactly the view's column names; `NULL` is `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleRow {
+    /// Line number (first physical line of a continued line).
+    pub line_number: u32,
+    /// Connection type.
+    #[serde(rename = "type")]
+    pub conn_type: Option<String>,
+    /// Database names and keywords.
+    pub database: Option<Vec<String>>,
+    /// User names, keywords and `+groups`.
+    pub user_name: Option<Vec<String>>,
+    /// Address, host name or keyword.
+    pub address: Option<String>,
+    /// Netmask.
+    pub netmask: Option<String>,
+    /// Method.
+    pub auth_method: Option<String>,
+    /// Options, in the view's fixed order.
+    pub options: Option<Vec<String>>,
+    /// Why the server refuses the line (also set where PostgreSQL 15's view shows a row of
+    /// NULLs without a message: see [`RuleRow::view_hides_error`]).
+    pub error: Option<String>,
+    /// The file the line is in (the including file for `@file` tokens).
+    pub file_name: String,
+    /// Position among rules without error (the view's `rule_number`, PostgreSQL 16+).
+    pub rule_number: Option<u32>,
+    /// PostgreSQL shows this row with a NULL `error` although it refuses the line (the error
+    /// is only logged, e.g. `clientcert=1` on PostgreSQL 14+).
+    #[serde(skip)]
+    pub view_hides_error: bool,
+    /// The parsed rule when the server loads the line.
+    #[serde(skip)]
+    pub rule: Option<HbaRule>,
+    /// The file path (bytes preserved).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+impl RuleRow {
+    /// The `error` column exactly as the view shows it.
+    pub fn view_error(&self) -> Option<&str> {
+        if self.view_hides_error {
+            None
+        } else {
+            self.error.as_deref()
+        }
+    }
+    /// Whether the server refuses this line (it then refuses the whole file).
+    pub fn is_refused(&self) -> bool {
+        self.rule.is_none()
+    }
+}
+
+/// Build-time features of the server (Debian's PostgreSQL has all but SSPI and BSD auth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuildFeatures {
+    /// Built with GSSAPI (`gss`, `hostgssenc`).
+    pub gss: bool,
+    /// Built with LDAP (OpenLDAP).
+    pub ldap: bool,
+    /// Built with PAM.
+    pub pam: bool,
+    /// Built with BSD authentication.
+    pub bsd: bool,
+    /// Built with SSPI (Windows).
+    pub sspi: bool,
+    /// Built with TLS.
+    pub ssl: bool,
+}
+
+impl Default for BuildFeatures {
+    fn default() -> Self {
+        BuildFeatures {
+            gss: true,
+            ldap: true,
+            pam: true,
+            bsd: false,
+            sspi: false,
+            ssl: true,
+        }
+    }
+}
+
+/// How to read a file: target version and the server's state that changes the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadOptions {
+    /// Target PostgreSQL major version.
+    pub version: PgVersion,
+    /// `ssl = on` in the server (else `hostssl` lines carry an error).
+    pub ssl_enabled: bool,
+    /// The server's build.
+    pub build: BuildFeatures,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            version: PgVersion::V15,
+            ssl_enabled: true,
+            build: BuildFeatures::default(),
+        }
+    }
+}
+
+impl ReadOptions {
+    /// Defaults for one target version.
+    pub fn for_version(version: PgVersion) -> Self {
+        ReadOptions {
+            version,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Default)]
+struct Parsed {
+    conn_type: Option<ConnType>,
+    databases: Vec<Token>,
+    users: Vec<Token>,
+    address: Option<AddressSpec>,
+    method: Option<AuthMethod>,
+    clientcert: ClientCert,
+    include_realm: bool,
+    krb_realm: Option<Vec<u8>>,
+    usermap: Option<Vec<u8>>,
+    pamservice: Option<Vec<u8>>,
+    ldapserver: Option<Vec<u8>>,
+    ldapport: i32,
+    ldapscheme: Option<Vec<u8>>,
+    ldaptls: bool,
+    ldapprefix: Option<Vec<u8>>,
+    ldapsuffix: Option<Vec<u8>>,
+    ldapbasedn: Option<Vec<u8>>,
+    ldapbinddn: Option<Vec<u8>>,
+    ldapbindpasswd: Option<Vec<u8>>,
+    ldapsearchattribute: Option<Vec<u8>>,
+    ldapsearchfilter: Option<Vec<u8>>,
+    ldapscope: i32,
+    radiusservers: Option<Vec<Vec<u8>>>,
+    radiusservers_s: Option<Vec<u8>>,
+    radiussecrets: Option<Vec<Vec<u8>>>,
+    radiussecrets_s: Option<Vec<u8>>,
+    radiusidentifiers: Option<Vec<Vec<u8>>>,
+    radiusidentifiers_s: Option<Vec<u8>>,
+    radiusports: Option<Vec<Vec<u8>>>,
+    radiusports_s: Option<Vec<u8>>,
+    oauth_issuer: Option<Vec<u8>>,
+    oauth_scope: Option<Vec<u8>>,
+    oauth_validator: Option<Vec<u8>>,
+    oauth_skip_usermap: bool,
+}
+
+/// Outcome of `parse_hba_line`: the parsed line (or none), and the message. `silent` means
+/// the view would not show the message.
+struct LineResult {
+    parsed: Option<Parsed>,
+    err: Option<String>,
+    silent: bool,
+}
+
+fn s(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// C `atoi`.
+fn atoi(b: &[u8]) -> i32 {
+    let mut i = 0;
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r') {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+        neg = b[i] == b'-';
+        i += 1;
+    }
+    let mut v: i64 = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        v = v.saturating_mul(10).saturating_add((b[i] - b'0') as i64);
+        i += 1;
+    }
+    let v = if neg { -v } else { v };
+    v as i32
+}
+
+/// `SplitGUCList(val, ',')`.
+fn split_guc_list(val: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let sp = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c');
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < val.len() && sp(val[i]) {
+        i += 1;
+    }
+    if i >= val.len() {
+        return Some(out);
+    }
+    loop {
+        let name: Vec<u8>;
+        if val[i] == b'"' {
+            let mut n = Vec::new();
+            i += 1;
+            loop {
+                let rel = val[i..].iter().position(|&c| c == b'"')?;
+                n.extend_from_slice(&val[i..i + rel]);
+                i += rel;
+                if val.get(i + 1) == Some(&b'"') {
+                    n.push(b'"');
+                    i += 2;
+                } else {
+                    i += 1;
+                    break;
+                }
+            }
+            name = n;
+        } else {
+            let start = i;
+            while i < val.len() && val[i] != b',' && !sp(val[i]) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+            name = val[start..i].to_vec();
+        }
+        while i < val.len() && sp(val[i]) {
+            i += 1;
+        }
+        out.push(name);
+        if i < val.len() && val[i] == b',' {
+            i += 1;
+            while i < val.len() && sp(val[i]) {
+                i += 1;
+            }
+            if i >= val.len() {
+                // "a," : the next round sees an empty unquoted name
+                return None;
+            }
+        } else if i >= val.len() {
+            return Some(out);
+        } else {
+            return None;
+        }
+    }
+}
+
+struct Ctx<'a> {
+    opts: &'a ReadOptions,
+    env: &'a dyn Environment,
+}
+
+macro_rules! fail {
+    ($msg:expr) => {
+        return LineResult {
+            parsed: None,
+            err: Some($msg.into()),
+            silent: false,
+        }
+    };
+}
+
+/// Result of one option: Ok, an error shown by the view, or an error only logged.
+enum OptErr {
+    Shown(String),
+    Silent(String),
+}
+
+fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
+    let v = ctx.opts.version.major();
+    let mut p = Parsed::default();
+    // A warning that does not stop parsing (hostssl without ssl, hostgssenc without gss).
+    let mut soft_err: Option<String> = None;
+    let mut fields = tl.fields.iter();
+    let Some(first) = fields.next() else {
+        fail!("empty line")
+    };
+    if first.len() > 1 {
+        fail!("multiple values specified for connection type");
+    }
+    let tok = &first[0];
+    let Some(ct) = ConnType::parse(&tok.text) else {
+        fail!(format!("invalid connection type \"{}\"", s(&tok.text)));
+    };
+    match ct {
+        ConnType::HostSsl => {
+            if !ctx.opts.build.ssl {
+                soft_err = Some(
+                    "hostssl record cannot match because SSL is not supported by this build".into(),
+                );
+            } else if !ctx.opts.ssl_enabled {
+                soft_err = Some("hostssl record cannot match because SSL is disabled".into());
+            }
+        }
+        ConnType::HostGssEnc if !ctx.opts.build.gss => {
+            soft_err = Some(
+                "hostgssenc record cannot match because GSSAPI is not supported by this build"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    p.conn_type = Some(ct);
+    let Some(dbs) = fields.next() else {
+        fail!("end-of-line before database specification");
+    };
+    for t in dbs {
+        if v >= 16 {
+            if let Some(e) = check_regex(t) {
+                fail!(e);
+            }
+        }
+        p.databases.push(t.clone());
+    }
+    let Some(users) = fields.next() else {
+        fail!("end-of-line before role specification");
+    };
+    for t in users {
+        if v >= 16 {
+            if let Some(e) = check_regex(t) {
+                fail!(e);
+            }
+        }
+        p.users.push(t.clone());
+    }
+    if ct != ConnType::Local {
+        let Some(addr) = fields.next() else {
+            fail!("end-of-line before IP address specification");
+        };
+        if addr.len() > 1 {
+            fail!("multiple values specified for host address");
+        }
+        let t = &addr[0];
+        if t.is_keyword("all") {
+            p.address = Some(AddressSpec::All);
+        } else if t.is_keyword("samehost") {
+            p.address = Some(AddressSpec::SameHost);
+        } else if t.is_keyword("samenet") {
+            p.address = Some(AddressSpec::SameNet);
+        } else {
+            let text = &t.text;
+            let (host, bits) = match text.iter().position(|&c| c == b'/') {
+                Some(i) => (&text[..i], Some(&text[i + 1..])),
+                None => (&text[..], None),
+            };
+            let if_index = |n: &[u8]| ctx.env.interface_index(n);
+            match parse_numeric_host(host, &if_index) {
+                None => {
+                    if bits.is_some() {
+                        fail!(format!(
+                            "specifying both host name and CIDR mask is invalid: \"{}\"",
+                            s(text)
+                        ));
+                    }
+                    p.address = Some(AddressSpec::Hostname(host.to_vec()));
+                }
+                Some(ip) => {
+                    let mask = match bits {
+                        Some(b) => match cidr_mask(b, ip.is_ipv6()) {
+                            Some(m) => m,
+                            None => fail!(format!("invalid CIDR mask in address \"{}\"", s(text))),
+                        },
+                        None => {
+                            let Some(mf) = fields.next() else {
+                                fail!("end-of-line before netmask specification");
+                            };
+                            if mf.len() > 1 {
+                                fail!("multiple values specified for netmask");
+                            }
+                            let mt = &mf[0].text;
+                            let Some(m) = parse_numeric_host(mt, &if_index) else {
+                                fail!(format!(
+                                    "invalid IP mask \"{}\": Name or service not known",
+                                    s(mt)
+                                ));
+                            };
+                            if m.is_ipv6() != ip.is_ipv6() {
+                                fail!("IP address and mask do not match");
+                            }
+                            m
+                        }
+                    };
+                    p.address = Some(AddressSpec::Ip { addr: ip, mask });
+                }
+            }
+        }
+    }
+    let Some(mfield) = fields.next() else {
+        fail!("end-of-line before authentication method");
+    };
+    if mfield.len() > 1 {
+        fail!("multiple values specified for authentication type");
+    }
+    let mt = &mfield[0].text;
+    let method = match AuthMethod::parse(mt) {
+        Some(AuthMethod::OAuth) if v < 18 => None,
+        m => m,
+    };
+    let Some(mut method) = method else {
+        fail!(format!("invalid authentication method \"{}\"", s(mt)));
+    };
+    let b = ctx.opts.build;
+    let unsupported = match method {
+        AuthMethod::Gss => !b.gss,
+        AuthMethod::Sspi => !b.sspi,
+        AuthMethod::Pam => !b.pam,
+        AuthMethod::Bsd => !b.bsd,
+        AuthMethod::Ldap => !b.ldap,
+        AuthMethod::Cert => !b.ssl,
+        _ => false,
+    };
+    if unsupported {
+        fail!(format!(
+            "invalid authentication method \"{}\": not supported by this build",
+            s(mt)
+        ));
+    }
+    if ct == ConnType::Local && method == AuthMethod::Ident {
+        method = AuthMethod::Peer;
+    }
+    if ct == ConnType::Local && method == AuthMethod::Gss {
+        fail!("gssapi authentication is not supported on local sockets");
+    }
+    if ct != ConnType::Local && method == AuthMethod::Peer {
+        fail!("peer authentication is only supported on local sockets");
+    }
+    if ct != ConnType::HostSsl && method == AuthMethod::Cert {
+        fail!("cert authentication is only supported on hostssl connections");
+    }
+    p.method = Some(method);
+    if matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
+        p.include_realm = true;
+    }
+    for f in fields {
+        for t in f {
+            let Some(eq) = t.text.iter().position(|&c| c == b'=') else {
+                fail!(format!(
+                    "authentication option not in name=value format: {}",
+                    s(&t.text)
+                ));
+            };
+            let name = &t.text[..eq];
+            let val = &t.text[eq + 1..];
+            match parse_option(&mut p, name, val, ctx) {
+                Ok(()) => {}
+                Err(OptErr::Shown(m)) => fail!(m),
+                Err(OptErr::Silent(m)) => {
+                    return LineResult {
+                        parsed: None,
+                        silent: soft_err.is_none(),
+                        err: Some(soft_err.unwrap_or(m)),
+                    };
+                }
+            }
+        }
+    }
+    if method == AuthMethod::Ldap {
+        if p.ldapprefix.is_some() || p.ldapsuffix.is_some() {
+            if p.ldapbasedn.is_some()
+                || p.ldapbinddn.is_some()
+                || p.ldapbindpasswd.is_some()
+                || p.ldapsearchattribute.is_some()
+                || p.ldapsearchfilter.is_some()
+            {
+                fail!("cannot mix options for simple bind and search+bind modes");
+            }
+        } else if p.ldapbasedn.is_none() {
+            fail!(
+                "authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or \"ldapsuffix\" to be set"
+            );
+        }
+        if p.ldapsearchattribute.is_some() && p.ldapsearchfilter.is_some() {
+            fail!("cannot use ldapsearchattribute together with ldapsearchfilter");
+        }
+    }
+    if method == AuthMethod::Radius {
+        let empty = |l: &Option<Vec<Vec<u8>>>| l.as_ref().is_none_or(|l| l.is_empty());
+        if empty(&p.radiusservers) {
+            fail!("authentication method \"radius\" requires argument \"radiusservers\" to be set");
+        }
+        if empty(&p.radiussecrets) {
+            fail!("authentication method \"radius\" requires argument \"radiussecrets\" to be set");
+        }
+        let len = |l: &Option<Vec<Vec<u8>>>| l.as_ref().map_or(0, |l| l.len());
+        let n = len(&p.radiusservers);
+        let ns = len(&p.radiussecrets);
+        if !(ns == 1 || ns == n) {
+            fail!(format!(
+                "the number of RADIUS secrets ({ns}) must be 1 or the same as the number of RADIUS servers ({n})"
+            ));
+        }
+        let np = len(&p.radiusports);
+        if !(np == 0 || np == 1 || np == n) {
+            fail!(format!(
+                "the number of RADIUS ports ({np}) must be 1 or the same as the number of RADIUS servers ({n})"
+            ));
+        }
+        let ni = len(&p.radiusidentifiers);
+        if !(ni == 0 || ni == 1 || ni == n) {
+            fail!(format!(
+                "the number of RADIUS identifiers ({ni}) must be 1 or the same as the number of RADIUS servers ({n})"
+            ));
+        }
+    }
+    if method == AuthMethod::Cert {
+        p.clientcert = if v >= 14 {
+            ClientCert::VerifyFull
+        } else if p.clientcert == ClientCert::Off {
+            ClientCert::VerifyCa
+        } else {
+            p.clientcert
+        };
+    }
+    if method == AuthMethod::OAuth {
+        if p.oauth_scope.is_none() {
+            fail!("authentication method \"oauth\" requires argument \"scope\" to be set");
+        }
+        if p.oauth_issuer.is_none() {
+            fail!("authentication method \"oauth\" requires argument \"issuer\" to be set");
+        }
+        if p.oauth_skip_usermap && p.usermap.is_some() {
+            fail!("map cannot be used in combination with delegate_ident_mapping");
+        }
+    }
+    LineResult {
+        parsed: Some(p),
+        err: soft_err,
+        silent: false,
+    }
+}
+
+/// PostgreSQL 16+ compiles `/regex` tokens; report what its regex compiler would reject.
+fn check_regex(t: &Token) -> Option<String> {
+    if t.text.first() != Some(&b'/') {
+        return None;
+    }
+    let re = &t.text[1..];
+    let mut paren = 0i32;
+    let mut i = 0;
+    while i < re.len() {
+        match re[i] {
+            b'\\' => {
+                if i + 1 >= re.len() {
+                    return Some(format!(
+                        "invalid regular expression \"{}\": invalid escape \\ sequence",
+                        s(re)
+                    ));
+                }
+                i += 1;
+            }
+            b'[' => {
+                let mut j = i + 1;
+                if re.get(j) == Some(&b'^') {
+                    j += 1;
+                }
+                if re.get(j) == Some(&b']') {
+                    j += 1;
+                }
+                while j < re.len() && re[j] != b']' {
+                    j += 1;
+                }
+                if j >= re.len() {
+                    return Some(format!(
+                        "invalid regular expression \"{}\": brackets [] not balanced",
+                        s(re)
+                    ));
+                }
+                i = j;
+            }
+            b'(' => paren += 1,
+            b')' => {
+                paren -= 1;
+                if paren < 0 {
+                    return Some(format!(
+                        "invalid regular expression \"{}\": parentheses () not balanced",
+                        s(re)
+                    ));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if paren != 0 {
+        return Some(format!(
+            "invalid regular expression \"{}\": parentheses () not balanced",
+            s(re)
+        ));
+    }
+    None
+}
+
+fn invalid_for(name: &str, methods: &str) -> OptErr {
+    OptErr::Shown(format!(
+        "authentication option \"{name}\" is only valid for authentication methods {methods}"
+    ))
+}
+
+fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Result<(), OptErr> {
+    let v = ctx.opts.version.major();
+    let method = p.method.unwrap_or(AuthMethod::Trust);
+    let ct = p.conn_type.unwrap_or(ConnType::Host);
+    if ctx.opts.build.ldap {
+        p.ldapscope = 2;
+    }
+    let require = |m: AuthMethod, n: &str, list: &str| -> Result<(), OptErr> {
+        if method != m {
+            Err(invalid_for(n, list))
+        } else {
+            Ok(())
+        }
+    };
+    match name {
+        b"map" => {
+            let ok = matches!(
+                method,
+                AuthMethod::Ident
+                    | AuthMethod::Peer
+                    | AuthMethod::Gss
+                    | AuthMethod::Sspi
+                    | AuthMethod::Cert
+            ) || (v >= 18 && method == AuthMethod::OAuth);
+            if !ok {
+                return Err(invalid_for(
+                    "map",
+                    if v >= 18 {
+                        "ident, peer, gssapi, sspi, cert, and oauth"
+                    } else {
+                        "ident, peer, gssapi, sspi, and cert"
+                    },
+                ));
+            }
+            p.usermap = Some(val.to_vec());
+        }
+        b"clientcert" => {
+            if ct != ConnType::HostSsl {
+                return Err(OptErr::Shown(
+                    "clientcert can only be configured for \"hostssl\" rows".into(),
+                ));
+            }
+            if v >= 14 {
+                match val {
+                    b"verify-full" => p.clientcert = ClientCert::VerifyFull,
+                    b"verify-ca" => {
+                        if method == AuthMethod::Cert {
+                            return Err(OptErr::Shown(
+                                "clientcert can only be set to \"verify-full\" when using \"cert\" authentication".into(),
+                            ));
+                        }
+                        p.clientcert = ClientCert::VerifyCa;
+                    }
+                    _ => {
+                        return Err(OptErr::Silent(format!(
+                            "invalid value for clientcert: \"{}\"",
+                            s(val)
+                        )));
+                    }
+                }
+            } else {
+                match val {
+                    b"1" | b"verify-ca" => p.clientcert = ClientCert::VerifyCa,
+                    b"verify-full" => p.clientcert = ClientCert::VerifyFull,
+                    b"0" | b"no-verify" => {
+                        if method == AuthMethod::Cert {
+                            return Err(OptErr::Shown(
+                                "clientcert cannot be set to \"no-verify\" when using \"cert\" authentication".into(),
+                            ));
+                        }
+                        p.clientcert = ClientCert::Off;
+                    }
+                    _ => {
+                        return Err(OptErr::Silent(format!(
+                            "invalid value for clientcert: \"{}\"",
+                            s(val)
+                        )));
+                    }
+                }
+            }
+        }
+        b"clientname" => {
+            if ct != ConnType::HostSsl {
+                return Err(OptErr::Shown(
+                    "clientname can only be configured for \"hostssl\" rows".into(),
+                ));
+            }
+            if val != b"CN" && val != b"DN" {
+                return Err(OptErr::Silent(format!(
+                    "invalid value for clientname: \"{}\"",
+                    s(val)
+                )));
+            }
+        }
+        b"pamservice" => {
+            require(AuthMethod::Pam, "pamservice", "pam")?;
+            p.pamservice = Some(val.to_vec());
+        }
+        b"pam_use_hostname" => require(AuthMethod::Pam, "pam_use_hostname", "pam")?,
+        b"ldapurl" => {
+            require(AuthMethod::Ldap, "ldapurl", "ldap")?;
+            let u = crate::ldapurl::parse(val).map_err(|e| {
+                OptErr::Shown(format!("could not parse LDAP URL \"{}\": {}", s(val), e))
+            })?;
+            if u.scheme != "ldap" && u.scheme != "ldaps" {
+                return Err(OptErr::Shown(format!(
+                    "unsupported LDAP URL scheme: {}",
+                    u.scheme
+                )));
+            }
+            p.ldapscheme = Some(u.scheme.as_bytes().to_vec());
+            if let Some(h) = u.host {
+                p.ldapserver = Some(h);
+            }
+            p.ldapport = u.port;
+            if let Some(d) = u.dn {
+                p.ldapbasedn = Some(d);
+            }
+            if let Some(a) = u.first_attr {
+                p.ldapsearchattribute = Some(a);
+            }
+            p.ldapscope = u.scope;
+            if let Some(f) = u.filter {
+                p.ldapsearchfilter = Some(f);
+            }
+        }
+        b"ldaptls" => {
+            require(AuthMethod::Ldap, "ldaptls", "ldap")?;
+            p.ldaptls = val == b"1";
+        }
+        b"ldapscheme" => {
+            require(AuthMethod::Ldap, "ldapscheme", "ldap")?;
+            p.ldapscheme = Some(val.to_vec());
+        }
+        b"ldapserver" => {
+            require(AuthMethod::Ldap, "ldapserver", "ldap")?;
+            p.ldapserver = Some(val.to_vec());
+        }
+        b"ldapport" => {
+            require(AuthMethod::Ldap, "ldapport", "ldap")?;
+            p.ldapport = atoi(val);
+            if p.ldapport == 0 {
+                return Err(OptErr::Shown(format!(
+                    "invalid LDAP port number: \"{}\"",
+                    s(val)
+                )));
+            }
+        }
+        b"ldapbinddn" => {
+            require(AuthMethod::Ldap, "ldapbinddn", "ldap")?;
+            p.ldapbinddn = Some(val.to_vec());
+        }
+        b"ldapbindpasswd" => {
+            require(AuthMethod::Ldap, "ldapbindpasswd", "ldap")?;
+            p.ldapbindpasswd = Some(val.to_vec());
+        }
+        b"ldapsearchattribute" => {
+            require(AuthMethod::Ldap, "ldapsearchattribute", "ldap")?;
+            p.ldapsearchattribute = Some(val.to_vec());
+        }
+        b"ldapsearchfilter" => {
+            require(AuthMethod::Ldap, "ldapsearchfilter", "ldap")?;
+            p.ldapsearchfilter = Some(val.to_vec());
+        }
+        b"ldapbasedn" => {
+            require(AuthMethod::Ldap, "ldapbasedn", "ldap")?;
+            p.ldapbasedn = Some(val.to_vec());
+        }
+        b"ldapprefix" => {
+            require(AuthMethod::Ldap, "ldapprefix", "ldap")?;
+            p.ldapprefix = Some(val.to_vec());
+        }
+        b"ldapsuffix" => {
+            require(AuthMethod::Ldap, "ldapsuffix", "ldap")?;
+            p.ldapsuffix = Some(val.to_vec());
+        }
+        b"krb_realm" => {
+            if !matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
+                return Err(invalid_for("krb_realm", "gssapi and sspi"));
+            }
+            p.krb_realm = Some(val.to_vec());
+        }
+        b"include_realm" => {
+            if !matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
+                return Err(invalid_for("include_realm", "gssapi and sspi"));
+            }
+            p.include_realm = val == b"1";
+        }
+        b"compat_realm" => {
+            if method != AuthMethod::Sspi {
+                return Err(invalid_for("compat_realm", "sspi"));
+            }
+        }
+        b"upn_username" => {
+            if method != AuthMethod::Sspi {
+                return Err(invalid_for("upn_username", "sspi"));
+            }
+        }
+        b"radiusservers" => {
+            require(AuthMethod::Radius, "radiusservers", "radius")?;
+            let Some(list) = split_guc_list(val) else {
+                return Err(OptErr::Silent(format!(
+                    "could not parse RADIUS server list \"{}\"",
+                    s(val)
+                )));
+            };
+            for srv in &list {
+                if !ctx.env.resolves(srv) {
+                    return Err(OptErr::Silent(format!(
+                        "could not translate RADIUS server name \"{}\" to address",
+                        s(srv)
+                    )));
+                }
+            }
+            p.radiusservers = Some(list);
+            p.radiusservers_s = Some(val.to_vec());
+        }
+        b"radiusports" => {
+            require(AuthMethod::Radius, "radiusports", "radius")?;
+            let Some(list) = split_guc_list(val) else {
+                return Err(OptErr::Shown(format!(
+                    "invalid RADIUS port number: \"{}\"",
+                    s(val)
+                )));
+            };
+            if list.iter().any(|p| atoi(p) == 0) {
+                return Err(OptErr::Silent(format!(
+                    "invalid RADIUS port number: \"{}\"",
+                    s(val)
+                )));
+            }
+            p.radiusports = Some(list);
+            p.radiusports_s = Some(val.to_vec());
+        }
+        b"radiussecrets" => {
+            require(AuthMethod::Radius, "radiussecrets", "radius")?;
+            let Some(list) = split_guc_list(val) else {
+                return Err(OptErr::Silent(format!(
+                    "could not parse RADIUS secret list \"{}\"",
+                    s(val)
+                )));
+            };
+            p.radiussecrets = Some(list);
+            p.radiussecrets_s = Some(val.to_vec());
+        }
+        b"radiusidentifiers" => {
+            require(AuthMethod::Radius, "radiusidentifiers", "radius")?;
+            let Some(list) = split_guc_list(val) else {
+                return Err(OptErr::Silent(format!(
+                    "could not parse RADIUS identifiers list \"{}\"",
+                    s(val)
+                )));
+            };
+            p.radiusidentifiers = Some(list);
+            p.radiusidentifiers_s = Some(val.to_vec());
+        }
+        b"issuer" if v >= 18 => {
+            require(AuthMethod::OAuth, "issuer", "oauth")?;
+            p.oauth_issuer = Some(val.to_vec());
+        }
+        b"scope" if v >= 18 => {
+            require(AuthMethod::OAuth, "scope", "oauth")?;
+            p.oauth_scope = Some(val.to_vec());
+        }
+        b"validator" if v >= 18 => {
+            require(AuthMethod::OAuth, "validator", "oauth")?;
+            p.oauth_validator = Some(val.to_vec());
+        }
+        b"delegate_ident_mapping" if v >= 18 => {
+            require(AuthMethod::OAuth, "delegate_ident_mapping", "oauth")?;
+            p.oauth_skip_usermap = val == b"1";
+        }
+        _ => {
+            return Err(OptErr::Shown(format!(
+                "unrecognized authentication option name: \"{}\"",
+                s(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `get_hba_options`.
+fn render_options(p: &Parsed) -> Vec<String> {
+    let mut o = Vec::new();
+    let method = p.method.unwrap_or(AuthMethod::Trust);
+    let kv = |k: &str, v: &[u8]| format!("{k}={}", s(v));
+    if matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
+        if p.include_realm {
+            o.push("include_realm=true".into());
+        }
+        if let Some(r) = &p.krb_realm {
+            o.push(kv("krb_realm", r));
+        }
+    }
+    if let Some(m) = &p.usermap {
+        o.push(kv("map", m));
+    }
+    match p.clientcert {
+        ClientCert::Off => {}
+        ClientCert::VerifyCa => o.push("clientcert=verify-ca".into()),
+        ClientCert::VerifyFull => o.push("clientcert=verify-full".into()),
+    }
+    if let Some(x) = &p.pamservice {
+        o.push(kv("pamservice", x));
+    }
+    if method == AuthMethod::Ldap {
+        if let Some(x) = &p.ldapserver {
+            o.push(kv("ldapserver", x));
+        }
+        if p.ldapport != 0 {
+            o.push(format!("ldapport={}", p.ldapport));
+        }
+        if let Some(x) = &p.ldapscheme {
+            o.push(kv("ldapscheme", x));
+        }
+        if p.ldaptls {
+            o.push("ldaptls=true".into());
+        }
+        for (k, x) in [
+            ("ldapprefix", &p.ldapprefix),
+            ("ldapsuffix", &p.ldapsuffix),
+            ("ldapbasedn", &p.ldapbasedn),
+            ("ldapbinddn", &p.ldapbinddn),
+            ("ldapbindpasswd", &p.ldapbindpasswd),
+            ("ldapsearchattribute", &p.ldapsearchattribute),
+            ("ldapsearchfilter", &p.ldapsearchfilter),
+        ] {
+            if let Some(x) = x {
+                o.push(kv(k, x));
+            }
+        }
+        if p.ldapscope != 0 {
+            o.push(format!("ldapscope={}", p.ldapscope));
+        }
+    }
+    if method == AuthMethod::Radius {
+        for (k, x) in [
+            ("radiusservers", &p.radiusservers_s),
+            ("radiussecrets", &p.radiussecrets_s),
+            ("radiusidentifiers", &p.radiusidentifiers_s),
+            ("radiusports", &p.radiusports_s),
+        ] {
+            if let Some(x) = x {
+                o.push(kv(k, x));
+            }
+        }
+    }
+    if method == AuthMethod::OAuth {
+        for (k, x) in [
+            ("issuer", &p.oauth_issuer),
+            ("scope", &p.oauth_scope),
+            ("validator", &p.oauth_validator),
+        ] {
+            if let Some(x) = x {
+                o.push(kv(k, x));
+            }
+        }
+        if p.oauth_skip_usermap {
+            o.push("delegate_ident_mapping=true".into());
+        }
+    }
+    o
+}
+
+/// Turn tokenized lines into view rows (`fill_hba_view`).
+pub(crate) fn rows_from_lines(
+    lines: Vec<TokLine>,
+    opts: &ReadOptions,
+    env: &dyn Environment,
+) -> Vec<RuleRow> {
+    let ctx = Ctx { opts, env };
+    let mut rule_number = 0u32;
+    let mut rows = Vec::with_capacity(lines.len());
+    for tl in lines {
+        let file_name = s(std::os::unix::ffi::OsStrExt::as_bytes(tl.file.as_os_str()));
+        let mut row = RuleRow {
+            line_number: tl.line_number,
+            conn_type: None,
+            database: None,
+            user_name: None,
+            address: None,
+            netmask: None,
+            auth_method: None,
+            options: None,
+            error: None,
+            file_name,
+            rule_number: None,
+            view_hides_error: false,
+            rule: None,
+            file: tl.file.clone(),
+        };
+        if let Some(e) = &tl.err {
+            row.error = Some(e.clone());
+            rows.push(row);
+            continue;
+        }
+        let res = parse_line(&tl, &ctx);
+        if res.err.is_none() || res.silent {
+            rule_number += 1;
+            row.rule_number = Some(rule_number);
+        }
+        row.error = res.err;
+        row.view_hides_error = res.silent;
+        if let Some(p) = res.parsed {
+            let names = |v: &[Token]| -> Option<Vec<String>> {
+                (!v.is_empty()).then(|| v.iter().map(|t| s(&t.text)).collect())
+            };
+            row.conn_type = p.conn_type.map(|c| c.as_str().to_string());
+            row.database = names(&p.databases);
+            row.user_name = names(&p.users);
+            match &p.address {
+                None => {}
+                Some(AddressSpec::All) => row.address = Some("all".into()),
+                Some(AddressSpec::SameHost) => row.address = Some("samehost".into()),
+                Some(AddressSpec::SameNet) => row.address = Some("samenet".into()),
+                Some(AddressSpec::Hostname(h)) => row.address = Some(s(h)),
+                Some(AddressSpec::Ip { addr, mask }) => {
+                    row.address = Some(ntop(addr));
+                    row.netmask = Some(ntop(mask));
+                }
+            }
+            let method = p.method.unwrap_or(AuthMethod::Reject);
+            row.auth_method = Some(method.as_str().to_string());
+            let options = render_options(&p);
+            row.options = (!options.is_empty()).then(|| options.clone());
+            row.rule = Some(HbaRule {
+                conn_type: p.conn_type.unwrap_or(ConnType::Host),
+                databases: p.databases,
+                users: p.users,
+                address: p.address,
+                method,
+                clientcert: p.clientcert,
+                options,
+            });
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guc_lists() {
+        assert_eq!(
+            split_guc_list(b"a, b").unwrap(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(split_guc_list(b"\"a,b\"").unwrap(), vec![b"a,b".to_vec()]);
+        assert_eq!(split_guc_list(b"").unwrap(), Vec::<Vec<u8>>::new());
+        assert!(split_guc_list(b"a,").is_none());
+        assert!(split_guc_list(b"a b").is_none());
+        assert!(split_guc_list(b"\"a").is_none());
+    }
+
+    #[test]
+    fn c_atoi() {
+        assert_eq!(atoi(b" 389abc"), 389);
+        assert_eq!(atoi(b"x"), 0);
+        assert_eq!(atoi(b"-5"), -5);
+    }
+}

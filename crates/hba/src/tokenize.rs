@@ -1,0 +1,463 @@
+//! PostgreSQL's tokenizer (`next_token`, `next_field_expand`, `tokenize_auth_file`) with
+//! `@file` expansion and, from PostgreSQL 16, `include`, `include_if_exists`, `include_dir`.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::env::{EnvError, Environment};
+use crate::paths::absolute_location;
+use crate::reader::read_lines;
+use crate::version::PgVersion;
+use crate::{Diagnostic, Severity};
+
+/// One token of a field: its text after quote removal, and whether it began with a quote
+/// (then it is never a keyword, a `+role`, or an `@file`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Token {
+    /// Dequoted bytes.
+    pub text: Vec<u8>,
+    /// The token started with a double quote.
+    pub quoted: bool,
+}
+
+impl Token {
+    /// An unquoted token.
+    pub fn bare(text: impl Into<Vec<u8>>) -> Self {
+        Token {
+            text: text.into(),
+            quoted: false,
+        }
+    }
+    /// Whether this is the unquoted keyword `k`.
+    pub fn is_keyword(&self, k: &str) -> bool {
+        !self.quoted && self.text == k.as_bytes()
+    }
+    /// The text, lossily as UTF-8.
+    pub fn text_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.text).into_owned()
+    }
+}
+
+/// A logical line after tokenizing: fields of tokens, or an error.
+#[derive(Debug, Clone)]
+pub(crate) struct TokLine {
+    pub file: PathBuf,
+    pub line_number: u32,
+    pub fields: Vec<Vec<Token>>,
+    pub err: Option<String>,
+}
+
+/// Include nesting limit of PostgreSQL 16+ (`CONF_FILE_MAX_DEPTH`).
+const MAX_DEPTH: usize = 10;
+/// Our own safety limit on the number of lines read through `@file`/`include` expansion
+/// (a file referencing another file many times, recursively, grows exponentially).
+const MAX_EXPANDED_LINES: usize = 20_000_000;
+
+pub(crate) struct Tokenizer<'a> {
+    pub env: &'a dyn Environment,
+    pub version: PgVersion,
+    pub diagnostics: Vec<Diagnostic>,
+    cache: HashMap<Vec<u8>, Result<std::rc::Rc<Vec<u8>>, EnvError>>,
+    stack: Vec<Vec<u8>>,
+    expanded_lines: usize,
+    pub exhausted: bool,
+}
+
+enum Next {
+    Token(Vec<u8>, bool, bool),
+    End,
+    TooLong,
+}
+
+/// `next_token`: read one token at `*pos` of `line` (which has no NUL bytes).
+fn next_token(line: &[u8], pos: &mut usize, max: Option<usize>) -> Next {
+    let get = |i: usize| -> u8 { line.get(i).copied().unwrap_or(0) };
+    let blank = |c: u8| c == b' ' || c == b'\t' || c == b'\r';
+    let mut c = get(*pos);
+    *pos += 1;
+    while c != 0 && (blank(c) || c == b',') {
+        c = get(*pos);
+        *pos += 1;
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut in_quote, mut was_quote, mut saw_quote) = (false, false, false);
+    let mut initial_quote = false;
+    let mut comma = false;
+    while c != 0 && (!blank(c) || in_quote) {
+        if c == b'#' && !in_quote {
+            *pos = line.len() + 1;
+            break;
+        }
+        if let Some(max) = max {
+            if buf.len() >= max {
+                *pos = line.len();
+                return Next::TooLong;
+            }
+        }
+        if c == b',' && !in_quote {
+            comma = true;
+            break;
+        }
+        if c != b'"' || was_quote {
+            buf.push(c);
+        }
+        if in_quote && c == b'"' {
+            was_quote = !was_quote;
+        } else {
+            was_quote = false;
+        }
+        if c == b'"' {
+            in_quote = !in_quote;
+            saw_quote = true;
+            if buf.is_empty() {
+                initial_quote = true;
+            }
+        }
+        c = get(*pos);
+        *pos += 1;
+    }
+    *pos -= 1;
+    if saw_quote || !buf.is_empty() {
+        Next::Token(buf, initial_quote, comma)
+    } else {
+        Next::End
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl<'a> Tokenizer<'a> {
+    pub fn new(env: &'a dyn Environment, version: PgVersion) -> Self {
+        Tokenizer {
+            env,
+            version,
+            diagnostics: Vec::new(),
+            cache: HashMap::new(),
+            stack: Vec::new(),
+            expanded_lines: 0,
+            exhausted: false,
+        }
+    }
+
+    fn read(&mut self, path: &[u8]) -> Result<std::rc::Rc<Vec<u8>>, EnvError> {
+        if let Some(r) = self.cache.get(path) {
+            return r.clone();
+        }
+        let p = Path::new(std::ffi::OsStr::from_bytes(path));
+        let r = self.env.read_file(p).map(std::rc::Rc::new);
+        self.cache.insert(path.to_vec(), r.clone());
+        r
+    }
+
+    /// `tokenize_auth_file`: append the lines of `file` (contents `bytes`) to `out`.
+    pub fn tokenize_file(
+        &mut self,
+        file: &[u8],
+        bytes: &[u8],
+        depth: usize,
+        out: &mut Vec<TokLine>,
+    ) {
+        let file_path = PathBuf::from(std::ffi::OsStr::from_bytes(file));
+        self.stack.push(file.to_vec());
+        for raw in read_lines(bytes, self.version) {
+            if self.exhausted {
+                break;
+            }
+            self.expanded_lines += 1;
+            if self.expanded_lines > MAX_EXPANDED_LINES {
+                self.exhausted = true;
+                self.diagnostics.push(Diagnostic {
+                    file: file_path.clone(),
+                    line: Some(raw.line_number),
+                    severity: Severity::Error,
+                    message: format!(
+                        "file inclusion expands to more than {MAX_EXPANDED_LINES} lines; giving up"
+                    ),
+                });
+                out.push(TokLine {
+                    file: file_path.clone(),
+                    line_number: raw.line_number,
+                    fields: Vec::new(),
+                    err: Some("file inclusion expands too much".into()),
+                });
+                break;
+            }
+            if raw.had_nul {
+                self.diagnostics.push(Diagnostic {
+                    file: file_path.clone(),
+                    line: Some(raw.line_number),
+                    severity: Severity::Error,
+                    message: "NUL byte: PostgreSQL drops the rest of this line and joins the next line to it".into(),
+                });
+            }
+            let mut err: Option<String> = None;
+            if raw.too_long {
+                err = Some("authentication file line too long".into());
+            }
+            let line = &raw.content;
+            let mut fields: Vec<Vec<Token>> = Vec::new();
+            let mut pos = 0usize;
+            while pos < line.len() && err.is_none() {
+                let field = self.next_field(file, line, &mut pos, depth, &mut err);
+                if !field.is_empty() {
+                    fields.push(field);
+                }
+            }
+            if fields.is_empty() && err.is_none() {
+                continue;
+            }
+            if err.is_none() && self.version.has_includes() && fields.len() == 2 {
+                let first = fields[0][0].text.clone();
+                let second = fields[1][0].text.clone();
+                let handled = match first.as_slice() {
+                    b"include" => {
+                        self.include_file(file, &second, depth + 1, false, out, &mut err);
+                        true
+                    }
+                    b"include_if_exists" => {
+                        self.include_file(file, &second, depth + 1, true, out, &mut err);
+                        true
+                    }
+                    b"include_dir" => {
+                        self.include_dir(file, &second, depth + 1, out, &mut err);
+                        true
+                    }
+                    _ => false,
+                };
+                if handled && err.is_none() {
+                    continue;
+                }
+            }
+            out.push(TokLine {
+                file: file_path.clone(),
+                line_number: raw.line_number,
+                fields,
+                err,
+            });
+        }
+        self.stack.pop();
+    }
+
+    /// `next_field_expand`.
+    fn next_field(
+        &mut self,
+        file: &[u8],
+        line: &[u8],
+        pos: &mut usize,
+        depth: usize,
+        err: &mut Option<String>,
+    ) -> Vec<Token> {
+        let mut tokens = Vec::new();
+        loop {
+            match next_token(line, pos, self.version.max_token()) {
+                Next::End => break,
+                Next::TooLong => {
+                    *err = Some("authentication file token too long".into());
+                    break;
+                }
+                Next::Token(text, initial_quote, comma) => {
+                    if !initial_quote && text.len() > 1 && text[0] == b'@' {
+                        self.expand_file(file, &text[1..], depth + 1, &mut tokens, err);
+                    } else {
+                        tokens.push(Token {
+                            text,
+                            quoted: initial_quote,
+                        });
+                    }
+                    if !(comma && err.is_none()) {
+                        break;
+                    }
+                }
+            }
+        }
+        tokens
+    }
+
+    /// `tokenize_expand_file` / `tokenize_inc_file`: splice the tokens of an `@file`.
+    fn expand_file(
+        &mut self,
+        outer: &[u8],
+        inc: &[u8],
+        depth: usize,
+        tokens: &mut Vec<Token>,
+        err: &mut Option<String>,
+    ) {
+        let new = self.version.has_includes();
+        let full = absolute_location(inc, outer, new);
+        if new && depth > MAX_DEPTH {
+            *err = Some(format!(
+                "could not open file \"{}\": maximum nesting depth exceeded",
+                lossy(&full)
+            ));
+            return;
+        }
+        if !new && self.stack.iter().any(|f| *f == full) {
+            // PostgreSQL 13-15 recurse until they run out of file descriptors and fail the
+            // whole read; name the loop instead.
+            *err = Some(format!(
+                "could not open secondary authentication file \"@{}\" as \"{}\": file includes itself (loop)",
+                lossy(inc),
+                lossy(&full)
+            ));
+            return;
+        }
+        let bytes = match self.read(&full) {
+            Ok(b) => b,
+            Err(e) => {
+                *err = Some(if new {
+                    format!("could not open file \"{}\": {}", lossy(&full), e.message)
+                } else {
+                    format!(
+                        "could not open secondary authentication file \"@{}\" as \"{}\": {}",
+                        lossy(inc),
+                        lossy(&full),
+                        e.message
+                    )
+                });
+                return;
+            }
+        };
+        let mut lines = Vec::new();
+        self.tokenize_file(&full, &bytes, depth, &mut lines);
+        for l in lines {
+            if let Some(e) = l.err {
+                *err = Some(e);
+                break;
+            }
+            for f in l.fields {
+                tokens.extend(f);
+            }
+        }
+    }
+
+    /// `tokenize_include_file`.
+    fn include_file(
+        &mut self,
+        outer: &[u8],
+        inc: &[u8],
+        depth: usize,
+        missing_ok: bool,
+        out: &mut Vec<TokLine>,
+        err: &mut Option<String>,
+    ) {
+        let full = absolute_location(inc, outer, true);
+        if depth > MAX_DEPTH {
+            *err = Some(format!(
+                "could not open file \"{}\": maximum nesting depth exceeded",
+                lossy(&full)
+            ));
+            return;
+        }
+        match self.read(&full) {
+            Ok(bytes) => self.tokenize_file(&full, &bytes, depth, out),
+            Err(e) if e.not_found && missing_ok => {
+                self.diagnostics.push(Diagnostic {
+                    file: PathBuf::from(std::ffi::OsStr::from_bytes(outer)),
+                    line: None,
+                    severity: Severity::Info,
+                    message: format!("skipping missing authentication file \"{}\"", lossy(&full)),
+                });
+            }
+            Err(e) => {
+                *err = Some(format!(
+                    "could not open file \"{}\": {}",
+                    lossy(&full),
+                    e.message
+                ));
+            }
+        }
+    }
+
+    /// `include_dir` through `GetConfFilesInDir`.
+    fn include_dir(
+        &mut self,
+        outer: &[u8],
+        dir: &[u8],
+        depth: usize,
+        out: &mut Vec<TokLine>,
+        err: &mut Option<String>,
+    ) {
+        if dir
+            .iter()
+            .all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            *err = Some("empty configuration directory name".into());
+            return;
+        }
+        let directory = absolute_location(dir, outer, true);
+        let entries = match self
+            .env
+            .read_dir(Path::new(std::ffi::OsStr::from_bytes(&directory)))
+        {
+            Ok(e) => e,
+            Err(_) => {
+                *err = Some(format!(
+                    "could not open directory \"{}\"",
+                    lossy(&directory)
+                ));
+                return;
+            }
+        };
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for e in entries {
+            if e.name.len() < 6 || e.name[0] == b'.' || !e.name.ends_with(b".conf") || e.is_dir {
+                continue;
+            }
+            let mut full = directory.clone();
+            full.push(b'/');
+            full.extend_from_slice(&e.name);
+            names.push(absolute_location(&full, outer, true));
+        }
+        names.sort();
+        let mut errors: Vec<String> = Vec::new();
+        for name in names {
+            let mut e = None;
+            self.include_file(outer, &name, depth, false, out, &mut e);
+            if let Some(e) = e {
+                errors.push(e);
+            }
+        }
+        if !errors.is_empty() {
+            *err = Some(errors.join("\n"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(line: &str) -> Vec<(String, bool, bool)> {
+        let mut pos = 0;
+        let mut out = Vec::new();
+        let l = line.as_bytes();
+        while pos < l.len() {
+            match next_token(l, &mut pos, Some(10239)) {
+                Next::Token(t, q, c) => out.push((String::from_utf8(t).unwrap(), q, c)),
+                Next::End => break,
+                Next::TooLong => panic!("too long"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn quoting_rules_of_the_reference() {
+        assert_eq!(toks(r#"a"b c"d"#), vec![("ab cd".into(), false, false)]);
+        assert_eq!(toks(r#""x""y""#), vec![("x\"y".into(), true, false)]);
+        assert_eq!(toks(r#"al"l""#), vec![("all".into(), false, false)]);
+        assert_eq!(toks(r#""""#), vec![("".into(), true, false)]);
+        assert_eq!(toks("md5#x"), vec![("md5".into(), false, false)]);
+        assert_eq!(
+            toks("a,,b"),
+            vec![("a".into(), false, true), ("b".into(), false, false)]
+        );
+        assert_eq!(
+            toks(r#""unterminated rest"#),
+            vec![("unterminated rest".into(), true, false)]
+        );
+    }
+}
