@@ -50,7 +50,7 @@ pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
     /// pg_hba.conf: rules as the server reads them, lint, explain, edit, apply.
-    Hba(hba::Args),
+    Hba(Box<hba::Args>),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -113,7 +113,7 @@ pub fn main_umbrella() -> ExitCode {
         }
         Task::Hba(args) => {
             init_logging(args.global.verbose);
-            finish(hba::run(args))
+            finish(hba::run(*args))
         }
     }
 }

@@ -195,13 +195,14 @@ pub(crate) fn inet_pton6(src: &[u8]) -> Option<Ipv6Addr> {
             val = 0;
             continue;
         }
-        if ch == b'.' && tp + 4 <= 16 {
-            if let Some(v4) = inet_pton4(&src[curtok..]) {
-                tmp[tp..tp + 4].copy_from_slice(&v4);
-                tp += 4;
-                xdigits = 0;
-                break;
-            }
+        if ch == b'.'
+            && tp + 4 <= 16
+            && let Some(v4) = inet_pton4(&src[curtok..])
+        {
+            tmp[tp..tp + 4].copy_from_slice(&v4);
+            tp += 4;
+            xdigits = 0;
+            break;
         }
         return None;
     }

@@ -328,10 +328,10 @@ impl Document {
 
     fn ensure_final_newline(&mut self) {
         let nl = self.newline().to_vec();
-        if let Some(last) = self.lines.last_mut() {
-            if !last.ends_with(b"\n") {
-                last.extend_from_slice(&nl);
-            }
+        if let Some(last) = self.lines.last_mut()
+            && !last.ends_with(b"\n")
+        {
+            last.extend_from_slice(&nl);
         }
     }
 
@@ -340,10 +340,10 @@ impl Document {
         let mut out: Vec<String> = Vec::new();
         if let Ok(Some((b, e))) = find_block(self) {
             for l in &self.lines[b + 1..e] {
-                if let Some(c) = tag_of(l) {
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
+                if let Some(c) = tag_of(l)
+                    && !out.contains(&c)
+                {
+                    out.push(c);
                 }
             }
         }

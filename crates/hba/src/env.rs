@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 pub struct EnvError {
     /// The file does not exist (`ENOENT`): `include_if_exists` skips it.
     pub not_found: bool,
+    /// The file opened but reading it failed (a directory): PostgreSQL then reads nothing
+    /// from it, silently.
+    pub opened: bool,
     /// `strerror(errno)`, e.g. "No such file or directory".
     pub message: String,
 }
@@ -19,6 +22,7 @@ impl EnvError {
     pub fn not_found() -> Self {
         EnvError {
             not_found: true,
+            opened: false,
             message: "No such file or directory".into(),
         }
     }
@@ -30,6 +34,7 @@ impl EnvError {
         };
         EnvError {
             not_found: e.kind() == std::io::ErrorKind::NotFound,
+            opened: false,
             message,
         }
     }
@@ -123,9 +128,19 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 impl Environment for SystemEnv {
     fn read_file(&self, path: &Path) -> Result<Vec<u8>, EnvError> {
         let meta = std::fs::metadata(path).map_err(|e| EnvError::from_io(&e))?;
+        if meta.is_dir() {
+            // fopen(3) opens a directory; the first read fails with EISDIR.
+            std::fs::File::open(path).map_err(|e| EnvError::from_io(&e))?;
+            return Err(EnvError {
+                not_found: false,
+                opened: true,
+                message: "Is a directory".into(),
+            });
+        }
         if meta.len() > MAX_FILE_BYTES {
             return Err(EnvError {
                 not_found: false,
+                opened: false,
                 message: "File too large".into(),
             });
         }

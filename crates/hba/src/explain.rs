@@ -97,7 +97,7 @@ fn db_matches(toks: &[Token], c: &Connection, regex_on: bool) -> bool {
                 return true;
             }
         } else if t.is_keyword("samegroup") || t.is_keyword("samerole") {
-            if c.member_of.iter().any(|m| *m == c.database) {
+            if c.member_of.contains(&c.database) {
                 return true;
             }
         } else if t.is_keyword("replication") {

@@ -144,10 +144,10 @@ pub(crate) fn parse(url_in: &[u8]) -> Result<LdapUrl, &'static str> {
             };
             let after = &host[r + 1..];
             let q = after.iter().position(|&b| b == b':');
-            if let Some(qi) = q {
-                if qi != 0 {
-                    return Err(err_text(BADURL));
-                }
+            if let Some(qi) = q
+                && qi != 0
+            {
+                return Err(err_text(BADURL));
             }
             port_part = q.map(|qi| &after[qi + 1..]);
             host = &host[..r];

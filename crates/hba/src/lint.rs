@@ -236,15 +236,16 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
         } else {
             customer_lines.contains(&row.line_number)
         };
-        if is_customer && net {
-            if let Some(l) = catch_all_seen {
-                out.push(f(
-                    "HBA042",
-                    Severity::Error,
-                    row,
-                    format!("customer rule after the catch-all rule on line {l}"),
-                ));
-            }
+        if is_customer
+            && net
+            && let Some(l) = catch_all_seen
+        {
+            out.push(f(
+                "HBA042",
+                Severity::Error,
+                row,
+                format!("customer rule after the catch-all rule on line {l}"),
+            ));
         }
         if net && is_catch_all(r) && catch_all_seen.is_none() {
             catch_all_seen = Some(row.line_number);
@@ -292,7 +293,8 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
         matches!(r.address, Some(AddressSpec::All))
             || (is_ipv6(r) && r.address.as_ref().is_some_and(AddressSpec::is_catch_all))
     });
-    if !rules.is_empty() && !(v4 && v6) {
+    let complete = v4 && v6;
+    if !rules.is_empty() && !complete {
         let file_name = set
             .rows
             .first()

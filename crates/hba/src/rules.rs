@@ -418,8 +418,7 @@ fn split_guc_list(val: &[u8]) -> Option<Vec<Vec<u8>>> {
         return Some(out);
     }
     loop {
-        let name: Vec<u8>;
-        if val[i] == b'"' {
+        let name: Vec<u8> = if val[i] == b'"' {
             let mut n = Vec::new();
             i += 1;
             loop {
@@ -434,7 +433,7 @@ fn split_guc_list(val: &[u8]) -> Option<Vec<Vec<u8>>> {
                     break;
                 }
             }
-            name = n;
+            n
         } else {
             let start = i;
             while i < val.len() && val[i] != b',' && !sp(val[i]) {
@@ -443,8 +442,8 @@ fn split_guc_list(val: &[u8]) -> Option<Vec<Vec<u8>>> {
             if i == start {
                 return None;
             }
-            name = val[start..i].to_vec();
-        }
+            val[start..i].to_vec()
+        };
         while i < val.len() && sp(val[i]) {
             i += 1;
         }
@@ -526,10 +525,10 @@ fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
         fail!("end-of-line before database specification");
     };
     for t in dbs {
-        if v >= 16 {
-            if let Some(e) = check_regex(t) {
-                fail!(e);
-            }
+        if v >= 16
+            && let Some(e) = check_regex(t)
+        {
+            fail!(e);
         }
         p.databases.push(t.clone());
     }
@@ -537,10 +536,10 @@ fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
         fail!("end-of-line before role specification");
     };
     for t in users {
-        if v >= 16 {
-            if let Some(e) = check_regex(t) {
-                fail!(e);
-            }
+        if v >= 16
+            && let Some(e) = check_regex(t)
+        {
+            fail!(e);
         }
         p.users.push(t.clone());
     }
@@ -683,7 +682,12 @@ fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
                 || p.ldapsearchattribute.is_some()
                 || p.ldapsearchfilter.is_some()
             {
-                fail!("cannot mix options for simple bind and search+bind modes");
+                if v >= 17 {
+                    fail!("cannot mix options for simple bind and search+bind modes");
+                }
+                fail!(
+                    "cannot use ldapbasedn, ldapbinddn, ldapbindpasswd, ldapsearchattribute, ldapsearchfilter, or ldapurl together with ldapprefix"
+                );
             }
         } else if p.ldapbasedn.is_none() {
             fail!(

@@ -60,6 +60,8 @@ pub(crate) struct Tokenizer<'a> {
     pub diagnostics: Vec<Diagnostic>,
     cache: HashMap<Vec<u8>, Result<std::rc::Rc<Vec<u8>>, EnvError>>,
     stack: Vec<Vec<u8>>,
+    /// Current line of each file in `stack`.
+    cur_line: Vec<u32>,
     expanded_lines: usize,
     pub exhausted: bool,
 }
@@ -89,11 +91,11 @@ fn next_token(line: &[u8], pos: &mut usize, max: Option<usize>) -> Next {
             *pos = line.len() + 1;
             break;
         }
-        if let Some(max) = max {
-            if buf.len() >= max {
-                *pos = line.len();
-                return Next::TooLong;
-            }
+        if let Some(max) = max
+            && buf.len() >= max
+        {
+            *pos = line.len();
+            return Next::TooLong;
         }
         if c == b',' && !in_quote {
             comma = true;
@@ -137,6 +139,7 @@ impl<'a> Tokenizer<'a> {
             diagnostics: Vec::new(),
             cache: HashMap::new(),
             stack: Vec::new(),
+            cur_line: Vec::new(),
             expanded_lines: 0,
             exhausted: false,
         }
@@ -152,6 +155,21 @@ impl<'a> Tokenizer<'a> {
         r
     }
 
+    /// A file that opened but could not be read: PostgreSQL loses the error and reads
+    /// nothing; we say so.
+    fn read_failed(&mut self, outer: &[u8], full: &[u8], e: &EnvError) {
+        self.diagnostics.push(Diagnostic {
+            file: PathBuf::from(std::ffi::OsStr::from_bytes(outer)),
+            line: self.cur_line.last().copied(),
+            severity: Severity::Warning,
+            message: format!(
+                "could not read file \"{}\": {} (PostgreSQL reads it as empty)",
+                lossy(full),
+                e.message
+            ),
+        });
+    }
+
     /// `tokenize_auth_file`: append the lines of `file` (contents `bytes`) to `out`.
     pub fn tokenize_file(
         &mut self,
@@ -162,7 +180,11 @@ impl<'a> Tokenizer<'a> {
     ) {
         let file_path = PathBuf::from(std::ffi::OsStr::from_bytes(file));
         self.stack.push(file.to_vec());
+        self.cur_line.push(0);
         for raw in read_lines(bytes, self.version) {
+            if let Some(l) = self.cur_line.last_mut() {
+                *l = raw.line_number;
+            }
             if self.exhausted {
                 break;
             }
@@ -239,6 +261,7 @@ impl<'a> Tokenizer<'a> {
             });
         }
         self.stack.pop();
+        self.cur_line.pop();
     }
 
     /// `next_field_expand`.
@@ -294,7 +317,7 @@ impl<'a> Tokenizer<'a> {
             ));
             return;
         }
-        if !new && self.stack.iter().any(|f| *f == full) {
+        if !new && self.stack.contains(&full) {
             // PostgreSQL 13-15 recurse until they run out of file descriptors and fail the
             // whole read; name the loop instead.
             *err = Some(format!(
@@ -306,6 +329,10 @@ impl<'a> Tokenizer<'a> {
         }
         let bytes = match self.read(&full) {
             Ok(b) => b,
+            Err(e) if e.opened => {
+                self.read_failed(outer, &full, &e);
+                std::rc::Rc::new(Vec::new())
+            }
             Err(e) => {
                 *err = Some(if new {
                     format!("could not open file \"{}\": {}", lossy(&full), e.message)
@@ -353,10 +380,11 @@ impl<'a> Tokenizer<'a> {
         }
         match self.read(&full) {
             Ok(bytes) => self.tokenize_file(&full, &bytes, depth, out),
+            Err(e) if e.opened => self.read_failed(outer, &full, &e),
             Err(e) if e.not_found && missing_ok => {
                 self.diagnostics.push(Diagnostic {
                     file: PathBuf::from(std::ffi::OsStr::from_bytes(outer)),
-                    line: None,
+                    line: self.cur_line.last().copied(),
                     severity: Severity::Info,
                     message: format!("skipping missing authentication file \"{}\"", lossy(&full)),
                 });
