@@ -410,7 +410,8 @@ impl Document {
         Ok(self.lines != before)
     }
 
-    /// Remove the customer's rules from the managed block; returns how many lines went.
+    /// Remove the customer's rules from the managed block (and the block when it becomes
+    /// empty); returns how many rule lines went.
     pub fn remove_customer_rules(&mut self, customer: &str) -> Result<usize, EditError> {
         check_customer(customer)?;
         self.check_editable()?;
@@ -422,6 +423,11 @@ impl Document {
             .collect();
         for &i in existing.iter().rev() {
             self.lines.remove(i);
+        }
+        // An empty block goes too, so adding then removing a customer restores the file.
+        let e = e - existing.len();
+        if e == b + 1 {
+            self.lines.drain(b..=e);
         }
         Ok(existing.len())
     }
