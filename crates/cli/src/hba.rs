@@ -12,7 +12,7 @@ use costplus_hba::{
 
 use crate::output::{Format, print_json};
 
-/// Arguments of `costplus-hba`.
+/// Read, lint, explain, edit and apply pg_hba.conf exactly as PostgreSQL reads it.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     #[command(flatten)]
@@ -49,8 +49,8 @@ struct ServerArgs {
     #[arg(long)]
     port: Option<u16>,
     /// Superuser to log in as (with --socket-dir).
-    #[arg(long, default_value = "postgres")]
-    user: String,
+    #[arg(long = "login-user", default_value = "postgres")]
+    login_user: String,
     /// Write and validate through pg_hba_file_rules, but do not reload.
     #[arg(long)]
     no_reload: bool,
@@ -443,7 +443,7 @@ async fn connect(server: &ServerArgs) -> anyhow::Result<Option<tokio_postgres::C
         let mut o = costplus_pgcluster::connect::ConnectOptions::new(
             &dir.to_string_lossy(),
             port,
-            &server.user,
+            &server.login_user,
             "postgres",
         );
         o.ssl = costplus_pgcluster::connect::SslMode::Disable;

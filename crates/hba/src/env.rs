@@ -137,6 +137,14 @@ impl Environment for SystemEnv {
                 message: "Is a directory".into(),
             });
         }
+        if !meta.is_file() {
+            // A FIFO or device would block PostgreSQL (and us) forever.
+            return Err(EnvError {
+                not_found: false,
+                opened: false,
+                message: "Not a regular file".into(),
+            });
+        }
         if meta.len() > MAX_FILE_BYTES {
             return Err(EnvError {
                 not_found: false,

@@ -50,9 +50,11 @@ pub(crate) struct TokLine {
 
 /// Include nesting limit of PostgreSQL 16+ (`CONF_FILE_MAX_DEPTH`).
 const MAX_DEPTH: usize = 10;
-/// Our own safety limit on the number of lines read through `@file`/`include` expansion
-/// (a file referencing another file many times, recursively, grows exponentially).
-const MAX_EXPANDED_LINES: usize = 20_000_000;
+/// Our own safety limits on what `@file`/`include` expansion may read (a file referencing
+/// another file many times, recursively, grows exponentially): lines read from included
+/// files, and tokens spliced from `@file`s.
+const MAX_EXPANDED_LINES: usize = 1_000_000;
+const MAX_EXPANDED_TOKENS: usize = 5_000_000;
 
 pub(crate) struct Tokenizer<'a> {
     pub env: &'a dyn Environment,
@@ -63,11 +65,15 @@ pub(crate) struct Tokenizer<'a> {
     /// Current line of each file in `stack`.
     cur_line: Vec<u32>,
     expanded_lines: usize,
+    expanded_tokens: usize,
     pub exhausted: bool,
 }
 
 enum Next {
     Token(Vec<u8>, bool, bool),
+    /// A token whose quote was still open at the end of the line (PostgreSQL takes the rest
+    /// of the line, silently).
+    Unterminated(Vec<u8>, bool),
     End,
     TooLong,
 }
@@ -120,6 +126,9 @@ fn next_token(line: &[u8], pos: &mut usize, max: Option<usize>) -> Next {
         *pos += 1;
     }
     *pos -= 1;
+    if in_quote {
+        return Next::Unterminated(buf, initial_quote);
+    }
     if saw_quote || !buf.is_empty() {
         Next::Token(buf, initial_quote, comma)
     } else {
@@ -141,6 +150,7 @@ impl<'a> Tokenizer<'a> {
             stack: Vec::new(),
             cur_line: Vec::new(),
             expanded_lines: 0,
+            expanded_tokens: 0,
             exhausted: false,
         }
     }
@@ -188,7 +198,9 @@ impl<'a> Tokenizer<'a> {
             if self.exhausted {
                 break;
             }
-            self.expanded_lines += 1;
+            if depth > 0 {
+                self.expanded_lines += 1;
+            }
             if self.expanded_lines > MAX_EXPANDED_LINES {
                 self.exhausted = true;
                 self.diagnostics.push(Diagnostic {
@@ -281,6 +293,22 @@ impl<'a> Tokenizer<'a> {
                     *err = Some("authentication file token too long".into());
                     break;
                 }
+                Next::Unterminated(text, initial_quote) => {
+                    self.diagnostics.push(Diagnostic {
+                        file: PathBuf::from(std::ffi::OsStr::from_bytes(file)),
+                        line: self.cur_line.last().copied(),
+                        severity: Severity::Warning,
+                        message: format!(
+                            "unterminated quote: PostgreSQL reads \"{}\" as one token",
+                            lossy(&text)
+                        ),
+                    });
+                    tokens.push(Token {
+                        text,
+                        quoted: initial_quote,
+                    });
+                    break;
+                }
                 Next::Token(text, initial_quote, comma) => {
                     if !initial_quote && text.len() > 1 && text[0] == b'@' {
                         self.expand_file(file, &text[1..], depth + 1, &mut tokens, err);
@@ -355,7 +383,15 @@ impl<'a> Tokenizer<'a> {
                 break;
             }
             for f in l.fields {
+                self.expanded_tokens += f.len();
                 tokens.extend(f);
+            }
+            if self.expanded_tokens > MAX_EXPANDED_TOKENS {
+                self.exhausted = true;
+                *err = Some(format!(
+                    "file inclusion expands to more than {MAX_EXPANDED_TOKENS} tokens; giving up"
+                ));
+                break;
             }
         }
     }
@@ -465,6 +501,7 @@ mod tests {
         while pos < l.len() {
             match next_token(l, &mut pos, Some(10239)) {
                 Next::Token(t, q, c) => out.push((String::from_utf8(t).unwrap(), q, c)),
+                Next::Unterminated(t, q) => out.push((String::from_utf8(t).unwrap(), q, false)),
                 Next::End => break,
                 Next::TooLong => panic!("too long"),
             }
