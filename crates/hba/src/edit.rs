@@ -386,8 +386,13 @@ impl Document {
                 if new_lines.is_empty() {
                     return Ok(false);
                 }
-                self.ensure_final_newline();
-                let at = block_insert_point(self);
+                let mut at = block_insert_point(self);
+                if at == self.lines.len() {
+                    // appending: the last line needs its newline (the only operator byte
+                    // an edit may add)
+                    self.ensure_final_newline();
+                    at = self.lines.len();
+                }
                 let mut begin = BEGIN_MARKER.as_bytes().to_vec();
                 begin.extend_from_slice(
                     b" (customer rules; edited by costplus, do not edit by hand)",
