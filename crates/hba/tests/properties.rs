@@ -139,6 +139,9 @@ proptest! {
     }
 }
 
+/// (customer, database, user, [(cidr, address, netmask)])
+type Intended = (String, String, String, Vec<(String, String, String)>);
+
 const BASES: &[&str] = &[
     "local all postgres peer\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
     "# op\nlocal all postgres peer\n\n# reject the rest\nhost all all 0.0.0.0/0 reject\nhost all all ::/0 reject\n",
@@ -194,7 +197,7 @@ proptest! {
         remove_first in any::<bool>(),
     ) {
         let mut doc = Document::parse(base.as_bytes());
-        let mut intended: Vec<(String, String, String, Vec<(String, String, String)>)> = Vec::new();
+        let mut intended: Vec<Intended> = Vec::new();
         let mut ever_added = false;
         for (c, db, user, addrs) in &custs {
             let specs: Vec<RuleSpec> = addrs.iter().map(|(a, _, _)| RuleSpec::hostssl_scram(db, user, a)).collect();
