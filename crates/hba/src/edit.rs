@@ -181,6 +181,13 @@ fn render_list(what: &'static str, toks: &[Token]) -> Result<String, EditError> 
             value: t.text_lossy(),
             why: "not UTF-8",
         })?;
+        if text.bytes().any(|c| c == b'\n' || c == 0) {
+            return Err(EditError::Unwritable {
+                what,
+                value: text,
+                why: "newline and NUL cannot be written",
+            });
+        }
         if t.quoted {
             let special = matches!(
                 text.as_str(),
@@ -520,6 +527,18 @@ mod tests {
             r.render().unwrap(),
             "hostssl \"a b\" \"q\"\"\" ::/0 scram-sha-256"
         );
+    }
+
+    #[test]
+    fn newline_and_nul_in_names_are_refused() {
+        // found by the `edit` fuzz target: a bare-safe name with NUL was written as is
+        for bad in ["a\0b", "a\nb"] {
+            let r = RuleSpec::hostssl_scram(bad, "u", "::/0");
+            assert!(
+                matches!(r.render(), Err(EditError::Unwritable { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
