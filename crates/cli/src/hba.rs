@@ -201,22 +201,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Format::Json => print_json(&set.rows)?,
                 Format::Human => {
                     for r in &set.rows {
-                        match &r.error {
-                            Some(e) => println!("{}:{}: error: {e}", r.file_name, r.line_number),
+                        let v = r.view();
+                        match &v.error {
+                            Some(e) => println!("{}:{}: error: {e}", v.file_name, v.line_number),
                             None => println!(
                                 "{}:{}: {} {} {} {}{} {}{}",
-                                r.file_name,
-                                r.line_number,
-                                r.conn_type.as_deref().unwrap_or("-"),
-                                opt_list(&r.database),
-                                opt_list(&r.user_name),
-                                r.address.as_deref().unwrap_or("-"),
-                                r.netmask
+                                v.file_name,
+                                v.line_number,
+                                v.conn_type.unwrap_or("-"),
+                                opt_list(&v.database),
+                                opt_list(&v.user_name),
+                                v.address.as_deref().unwrap_or("-"),
+                                v.netmask
                                     .as_deref()
                                     .map(|m| format!(" {m}"))
                                     .unwrap_or_default(),
-                                r.auth_method.as_deref().unwrap_or("-"),
-                                r.options
+                                v.auth_method.unwrap_or("-"),
+                                v.options
                                     .as_ref()
                                     .map(|o| format!(" {}", o.join(" ")))
                                     .unwrap_or_default(),

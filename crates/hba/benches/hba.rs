@@ -139,7 +139,12 @@ fn main() {
         // profiling aid: only our read, many times
         let bytes = big_file(rules);
         for _ in 0..20 {
-            std::hint::black_box(read_rules(&bytes, "/x/pg_hba.conf", &ReadOptions::default(), &MemEnv::new()));
+            std::hint::black_box(read_rules(
+                &bytes,
+                "/x/pg_hba.conf",
+                &ReadOptions::default(),
+                &MemEnv::new(),
+            ));
         }
         return;
     }
@@ -152,7 +157,11 @@ fn main() {
     let opts = ReadOptions::default();
     let env = MemEnv::new();
     let set = read_rules(&bytes, &hba, &opts, &env);
-    assert!(set.is_loadable(), "{:?}", &set.diagnostics[..3.min(set.diagnostics.len())]);
+    assert!(
+        set.is_loadable(),
+        "{:?}",
+        &set.diagnostics[..3.min(set.diagnostics.len())]
+    );
     let ours = time(runs, || read_rules(&bytes, &hba, &opts, &env).rows.len());
 
     // PostgreSQL

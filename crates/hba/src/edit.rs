@@ -296,7 +296,7 @@ fn block_insert_point(doc: &Document) -> usize {
     // walk rule records from the end while they are reject rules
     for rec in records.iter().rev().filter(|r| r.is_rule()) {
         let row = set.rows.iter().find(|r| r.line_number == rec.line_number);
-        let is_reject = row.is_some_and(|r| r.auth_method.as_deref() == Some("reject"));
+        let is_reject = row.is_some_and(|r| r.auth_method() == Some("reject"));
         if !is_reject {
             break;
         }

@@ -167,7 +167,7 @@ pub fn explain(set: &RuleSet, conn: &Connection, regex_on: bool) -> Explanation 
     let gss = conn.conn_type == ConnType::HostGssEnc;
     for (row, rule) in set.rules() {
         let verdict = |matches: bool, reason: String| LineVerdict {
-            file_name: row.file_name.clone(),
+            file_name: row.file_name.to_string(),
             line_number: row.line_number,
             matches,
             reason,
@@ -227,7 +227,7 @@ pub fn explain(set: &RuleSet, conn: &Connection, regex_on: bool) -> Explanation 
                     false,
                     format!(
                         "address {} does not match {}",
-                        row.address.as_deref().unwrap_or("?"),
+                        row.address().unwrap_or_else(|| "?".into()),
                         conn.addr.map(|a| a.to_string()).unwrap_or("(none)".into())
                     ),
                 ));
@@ -259,14 +259,10 @@ pub fn explain(set: &RuleSet, conn: &Connection, regex_on: bool) -> Explanation 
                 rt.as_str(),
                 names(&rule.databases),
                 names(&rule.users),
-                row.address
-                    .as_ref()
+                row.address()
                     .map(|a| format!(
                         " {a}{}",
-                        row.netmask
-                            .as_ref()
-                            .map(|m| format!("/{m}"))
-                            .unwrap_or_default()
+                        row.netmask().map(|m| format!("/{m}")).unwrap_or_default()
                     ))
                     .unwrap_or_default(),
                 rule.method.as_str()

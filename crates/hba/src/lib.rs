@@ -26,8 +26,8 @@
 //! let set = read_rules(text, "/etc/postgresql/15/main/pg_hba.conf", &ReadOptions::default(), &MemEnv::new());
 //! let row = &set.rows[0];
 //! assert_eq!(row.line_number, 2);
-//! assert_eq!(row.address.as_deref(), Some("0.0.0.0"));
-//! assert_eq!(row.netmask.as_deref(), Some("0.0.0.0"));
+//! assert_eq!(row.address().as_deref(), Some("0.0.0.0"));
+//! assert_eq!(row.netmask().as_deref(), Some("0.0.0.0"));
 //! assert_eq!(row.error, None);
 //! ```
 
@@ -57,6 +57,7 @@ pub use explain::{Connection, Explanation, LineVerdict, explain};
 pub use lint::{Finding, lint};
 pub use rules::{
     AddressSpec, AuthMethod, BuildFeatures, ClientCert, ConnType, HbaRule, ReadOptions, RuleRow,
+    ViewRow,
 };
 pub use tokenize::Token;
 pub use version::PgVersion;
@@ -133,9 +134,11 @@ pub fn read_rules(
     use std::os::unix::ffi::OsStrExt;
     let file_name = file_name.as_ref();
     let mut tk = tokenize::Tokenizer::new(env, opts.version);
-    let mut lines = Vec::new();
-    tk.tokenize_file(file_name.as_os_str().as_bytes(), bytes, 0, &mut lines);
-    let rows = rules::rows_from_lines(lines, opts, env);
+    let mut rows = Vec::with_capacity(bytes.len() / 48 + 1);
+    let mut builder = rules::RowBuilder::new(opts, env);
+    tk.tokenize_file(file_name.as_os_str().as_bytes(), bytes, 0, &mut |tl| {
+        rows.push(builder.row(tl))
+    });
     let mut diagnostics = tk.diagnostics;
     for r in &rows {
         if let Some(e) = &r.error {
@@ -145,7 +148,7 @@ pub fn read_rules(
                 Severity::Error
             };
             diagnostics.push(Diagnostic {
-                file: r.file.clone(),
+                file: r.file.to_path_buf(),
                 line: Some(r.line_number),
                 severity,
                 message: e.clone(),

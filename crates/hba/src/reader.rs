@@ -6,13 +6,15 @@
 //! is glued on. PostgreSQL 13 used one `fgets` into an 8192-byte buffer per line. This module
 //! reproduces both byte for byte, including the line numbers.
 
+use std::borrow::Cow;
+
 use crate::version::PgVersion;
 
 /// One logical line as the server sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RawLine {
+pub(crate) struct RawLine<'a> {
     /// The bytes handed to the tokenizer (never contains NUL).
-    pub content: Vec<u8>,
+    pub content: Cow<'a, [u8]>,
     /// The server's line number (first physical line).
     pub line_number: u32,
     /// A NUL byte was read while collecting this line.
@@ -22,7 +24,7 @@ pub(crate) struct RawLine {
 }
 
 /// Split `input` into the logical lines the server reads.
-pub(crate) fn read_lines(input: &[u8], version: PgVersion) -> Vec<RawLine> {
+pub(crate) fn read_lines(input: &[u8], version: PgVersion) -> Vec<RawLine<'_>> {
     if version.has_continuations() {
         read_v14(input)
     } else {
@@ -114,7 +116,7 @@ fn strip_crlf(buf: &mut Vec<u8>) {
     }
 }
 
-fn read_v14(input: &[u8]) -> Vec<RawLine> {
+fn read_v14(input: &[u8]) -> Vec<RawLine<'_>> {
     let mut s = Stream {
         input,
         pos: 0,
@@ -122,8 +124,35 @@ fn read_v14(input: &[u8]) -> Vec<RawLine> {
     };
     let mut maxlen = 1024usize;
     let mut line_number = 1u32;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(input.len() / 40 + 1);
     while !s.eof {
+        // Fast path: a line that one fgets call reads whole, without NUL or continuation,
+        // is the slice itself.
+        if s.pos < input.len() {
+            let rest = &input[s.pos..];
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let raw = &rest[..end];
+            if raw.len() < maxlen && memchr::memchr(0, raw).is_none() {
+                let mut e = raw.len();
+                while e > 0 && matches!(raw[e - 1], b'\n' | b'\r') {
+                    e -= 1;
+                }
+                if e == 0 || raw[e - 1] != b'\\' {
+                    out.push(RawLine {
+                        content: Cow::Borrowed(&raw[..e]),
+                        line_number,
+                        had_nul: false,
+                        too_long: false,
+                    });
+                    s.pos += end;
+                    if end == rest.len() && raw.last() != Some(&b'\n') {
+                        s.eof = true;
+                    }
+                    line_number = line_number.saturating_add(1);
+                    continue;
+                }
+            }
+        }
         let mut buf = Vec::new();
         let mut last_backslash = 0usize;
         let mut continuations = 0u32;
@@ -139,7 +168,7 @@ fn read_v14(input: &[u8]) -> Vec<RawLine> {
             break;
         }
         out.push(RawLine {
-            content: buf,
+            content: Cow::Owned(buf),
             line_number,
             had_nul,
             too_long: false,
@@ -149,7 +178,7 @@ fn read_v14(input: &[u8]) -> Vec<RawLine> {
     out
 }
 
-fn read_v13(input: &[u8]) -> Vec<RawLine> {
+fn read_v13(input: &[u8]) -> Vec<RawLine<'_>> {
     const MAX_LINE: usize = 8192;
     let mut s = Stream {
         input,
@@ -166,7 +195,7 @@ fn read_v13(input: &[u8]) -> Vec<RawLine> {
         let too_long = buf.len() == MAX_LINE - 1;
         strip_crlf(&mut buf);
         out.push(RawLine {
-            content: buf,
+            content: Cow::Owned(buf),
             line_number,
             had_nul,
             too_long,

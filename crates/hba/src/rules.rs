@@ -2,13 +2,14 @@
 //! rows of the `pg_hba_file_rules` view (`fill_hba_line`, `get_hba_options`).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::addr::{cidr_mask, ntop, parse_numeric_host};
 use crate::env::Environment;
-use crate::tokenize::{TokLine, Token};
+use crate::tokenize::{Tok, TokLine, Token};
 use crate::version::PgVersion;
 
 /// Connection type of a rule (first field).
@@ -213,52 +214,108 @@ pub struct HbaRule {
     pub method: AuthMethod,
     /// Client certificate requirement.
     pub clientcert: ClientCert,
-    /// Options as the view shows them.
+    /// Options as the view shows them (fixed order, some hidden).
     pub options: Vec<String>,
 }
 
 /// One row of `pg_hba_file_rules`: what the server makes of one rule line.
 ///
-/// Serialises with exactly the view's column names; `NULL` is `null`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The view's columns are methods computed from the parsed rule ([`RuleRow::database`] ...);
+/// serialising a row gives exactly the view's column names, `NULL` as `null`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleRow {
     /// Line number (first physical line of a continued line).
     pub line_number: u32,
-    /// Connection type.
-    #[serde(rename = "type")]
-    pub conn_type: Option<String>,
-    /// Database names and keywords.
-    pub database: Option<Vec<String>>,
-    /// User names, keywords and `+groups`.
-    pub user_name: Option<Vec<String>>,
-    /// Address, host name or keyword.
-    pub address: Option<String>,
-    /// Netmask.
-    pub netmask: Option<String>,
-    /// Method.
-    pub auth_method: Option<String>,
-    /// Options, in the view's fixed order.
-    pub options: Option<Vec<String>>,
     /// Why the server refuses the line (also set where PostgreSQL 15's view shows a row of
-    /// NULLs without a message: see [`RuleRow::view_hides_error`]).
+    /// NULLs without a message: see [`RuleRow::view_hides_error`]). A `hostssl` line on a
+    /// server with `ssl = off` has an error and a rule: the server loads it but it never
+    /// matches.
     pub error: Option<String>,
-    /// The file the line is in (the including file for `@file` tokens).
-    pub file_name: String,
+    /// The file the line is in (the including file for `@file` tokens), lossily as UTF-8.
+    pub file_name: Arc<str>,
+    /// The file path (bytes preserved).
+    pub file: Arc<Path>,
     /// Position among rules without error (the view's `rule_number`, PostgreSQL 16+).
     pub rule_number: Option<u32>,
     /// PostgreSQL shows this row with a NULL `error` although it refuses the line (the error
     /// is only logged, e.g. `clientcert=1` on PostgreSQL 14+).
-    #[serde(skip)]
     pub view_hides_error: bool,
-    /// The parsed rule when the server loads the line.
-    #[serde(skip)]
+    /// The parsed rule when the server loads the line; the view's columns come from it.
     pub rule: Option<HbaRule>,
-    /// The file path (bytes preserved).
-    #[serde(skip)]
-    pub file: PathBuf,
+}
+
+/// The view's columns of one row, owned (what [`RuleRow`] serialises as).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ViewRow {
+    /// `line_number`.
+    pub line_number: u32,
+    /// `type`.
+    #[serde(rename = "type")]
+    pub conn_type: Option<&'static str>,
+    /// `database`.
+    pub database: Option<Vec<String>>,
+    /// `user_name`.
+    pub user_name: Option<Vec<String>>,
+    /// `address`.
+    pub address: Option<String>,
+    /// `netmask`.
+    pub netmask: Option<String>,
+    /// `auth_method`.
+    pub auth_method: Option<&'static str>,
+    /// `options`.
+    pub options: Option<Vec<String>>,
+    /// `error` (ours: also set where the view hides it).
+    pub error: Option<String>,
+    /// `file_name` (PostgreSQL 16+).
+    pub file_name: String,
+    /// `rule_number` (PostgreSQL 16+).
+    pub rule_number: Option<u32>,
+}
+
+fn token_names(v: &[Token]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.iter().map(|t| s(&t.text)).collect())
 }
 
 impl RuleRow {
+    /// `type` column.
+    pub fn conn_type(&self) -> Option<&'static str> {
+        self.rule.as_ref().map(|r| r.conn_type.as_str())
+    }
+    /// `database` column.
+    pub fn database(&self) -> Option<Vec<String>> {
+        self.rule.as_ref().and_then(|r| token_names(&r.databases))
+    }
+    /// `user_name` column.
+    pub fn user_name(&self) -> Option<Vec<String>> {
+        self.rule.as_ref().and_then(|r| token_names(&r.users))
+    }
+    /// `address` column.
+    pub fn address(&self) -> Option<String> {
+        Some(match self.rule.as_ref()?.address.as_ref()? {
+            AddressSpec::All => "all".into(),
+            AddressSpec::SameHost => "samehost".into(),
+            AddressSpec::SameNet => "samenet".into(),
+            AddressSpec::Hostname(h) => s(h),
+            AddressSpec::Ip { addr, .. } => ntop(addr),
+        })
+    }
+    /// `netmask` column.
+    pub fn netmask(&self) -> Option<String> {
+        match self.rule.as_ref()?.address.as_ref()? {
+            AddressSpec::Ip { mask, .. } => Some(ntop(mask)),
+            _ => None,
+        }
+    }
+    /// `auth_method` column.
+    pub fn auth_method(&self) -> Option<&'static str> {
+        self.rule.as_ref().map(|r| r.method.as_str())
+    }
+    /// `options` column.
+    pub fn options(&self) -> Option<&[String]> {
+        self.rule
+            .as_ref()
+            .and_then(|r| (!r.options.is_empty()).then_some(r.options.as_slice()))
+    }
     /// The `error` column exactly as the view shows it.
     pub fn view_error(&self) -> Option<&str> {
         if self.view_hides_error {
@@ -270,6 +327,28 @@ impl RuleRow {
     /// Whether the server refuses this line (it then refuses the whole file).
     pub fn is_refused(&self) -> bool {
         self.rule.is_none()
+    }
+    /// All columns, owned.
+    pub fn view(&self) -> ViewRow {
+        ViewRow {
+            line_number: self.line_number,
+            conn_type: self.conn_type(),
+            database: self.database(),
+            user_name: self.user_name(),
+            address: self.address(),
+            netmask: self.netmask(),
+            auth_method: self.auth_method(),
+            options: self.options().map(<[String]>::to_vec),
+            error: self.error.clone(),
+            file_name: self.file_name.to_string(),
+            rule_number: self.rule_number,
+        }
+    }
+}
+
+impl Serialize for RuleRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(s)
     }
 }
 
@@ -486,12 +565,12 @@ enum OptErr {
     Silent(String),
 }
 
-fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
+fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
     let v = ctx.opts.version.major();
     let mut p = Parsed::default();
     // A warning that does not stop parsing (hostssl without ssl, hostgssenc without gss).
     let mut soft_err: Option<String> = None;
-    let mut fields = tl.fields.iter();
+    let mut fields = tl.fields();
     let Some(first) = fields.next() else {
         fail!("empty line")
     };
@@ -524,25 +603,25 @@ fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
     let Some(dbs) = fields.next() else {
         fail!("end-of-line before database specification");
     };
-    for t in dbs {
-        if v >= 16
-            && let Some(e) = check_regex(t)
-        {
-            fail!(e);
+    if v >= 16 {
+        for t in dbs {
+            if let Some(e) = check_regex(&t.text) {
+                fail!(e);
+            }
         }
-        p.databases.push(t.clone());
     }
+    p.databases = dbs.iter().map(Tok::to_token).collect();
     let Some(users) = fields.next() else {
         fail!("end-of-line before role specification");
     };
-    for t in users {
-        if v >= 16
-            && let Some(e) = check_regex(t)
-        {
-            fail!(e);
+    if v >= 16 {
+        for t in users {
+            if let Some(e) = check_regex(&t.text) {
+                fail!(e);
+            }
         }
-        p.users.push(t.clone());
     }
+    p.users = users.iter().map(Tok::to_token).collect();
     if ct != ConnType::Local {
         let Some(addr) = fields.next() else {
             fail!("end-of-line before IP address specification");
@@ -755,11 +834,11 @@ fn parse_line(tl: &TokLine, ctx: &Ctx<'_>) -> LineResult {
 }
 
 /// PostgreSQL 16+ compiles `/regex` tokens; report what its regex compiler would reject.
-fn check_regex(t: &Token) -> Option<String> {
-    if t.text.first() != Some(&b'/') {
+fn check_regex(text: &[u8]) -> Option<String> {
+    if text.first() != Some(&b'/') {
         return None;
     }
-    let re = &t.text[1..];
+    let re = &text[1..];
     let mut paren = 0i32;
     let mut i = 0;
     while i < re.len() {
@@ -1186,26 +1265,35 @@ fn render_options(p: &Parsed) -> Vec<String> {
     o
 }
 
-/// Turn tokenized lines into view rows (`fill_hba_view`).
-pub(crate) fn rows_from_lines(
-    lines: Vec<TokLine>,
-    opts: &ReadOptions,
-    env: &dyn Environment,
-) -> Vec<RuleRow> {
-    let ctx = Ctx { opts, env };
-    let mut rule_number = 0u32;
-    let mut rows = Vec::with_capacity(lines.len());
-    for tl in lines {
-        let file_name = s(std::os::unix::ffi::OsStrExt::as_bytes(tl.file.as_os_str()));
+/// Turns tokenized lines into rows as they come (`fill_hba_view`).
+pub(crate) struct RowBuilder<'a> {
+    ctx: Ctx<'a>,
+    rule_number: u32,
+    names_cache: Option<(Arc<Path>, Arc<str>)>,
+}
+
+impl<'a> RowBuilder<'a> {
+    pub fn new(opts: &'a ReadOptions, env: &'a dyn Environment) -> Self {
+        RowBuilder {
+            ctx: Ctx { opts, env },
+            rule_number: 0,
+            names_cache: None,
+        }
+    }
+
+    pub fn row(&mut self, tl: TokLine<'_>) -> RuleRow {
+        let file_name = match &self.names_cache {
+            Some((f, n)) if Arc::ptr_eq(f, &tl.file) => n.clone(),
+            _ => {
+                let n: Arc<str> = Arc::from(s(std::os::unix::ffi::OsStrExt::as_bytes(
+                    tl.file.as_os_str(),
+                )));
+                self.names_cache = Some((tl.file.clone(), n.clone()));
+                n
+            }
+        };
         let mut row = RuleRow {
             line_number: tl.line_number,
-            conn_type: None,
-            database: None,
-            user_name: None,
-            address: None,
-            netmask: None,
-            auth_method: None,
-            options: None,
             error: None,
             file_name,
             rule_number: None,
@@ -1213,53 +1301,31 @@ pub(crate) fn rows_from_lines(
             rule: None,
             file: tl.file.clone(),
         };
-        if let Some(e) = &tl.err {
-            row.error = Some(e.clone());
-            rows.push(row);
-            continue;
+        if let Some(e) = tl.err {
+            row.error = Some(e);
+            return row;
         }
-        let res = parse_line(&tl, &ctx);
+        let res = parse_line(&tl, &self.ctx);
         if res.err.is_none() || res.silent {
-            rule_number += 1;
-            row.rule_number = Some(rule_number);
+            self.rule_number += 1;
+            row.rule_number = Some(self.rule_number);
         }
         row.error = res.err;
         row.view_hides_error = res.silent;
         if let Some(p) = res.parsed {
-            let names = |v: &[Token]| -> Option<Vec<String>> {
-                (!v.is_empty()).then(|| v.iter().map(|t| s(&t.text)).collect())
-            };
-            row.conn_type = p.conn_type.map(|c| c.as_str().to_string());
-            row.database = names(&p.databases);
-            row.user_name = names(&p.users);
-            match &p.address {
-                None => {}
-                Some(AddressSpec::All) => row.address = Some("all".into()),
-                Some(AddressSpec::SameHost) => row.address = Some("samehost".into()),
-                Some(AddressSpec::SameNet) => row.address = Some("samenet".into()),
-                Some(AddressSpec::Hostname(h)) => row.address = Some(s(h)),
-                Some(AddressSpec::Ip { addr, mask }) => {
-                    row.address = Some(ntop(addr));
-                    row.netmask = Some(ntop(mask));
-                }
-            }
-            let method = p.method.unwrap_or(AuthMethod::Reject);
-            row.auth_method = Some(method.as_str().to_string());
             let options = render_options(&p);
-            row.options = (!options.is_empty()).then(|| options.clone());
             row.rule = Some(HbaRule {
                 conn_type: p.conn_type.unwrap_or(ConnType::Host),
                 databases: p.databases,
                 users: p.users,
                 address: p.address,
-                method,
+                method: p.method.unwrap_or(AuthMethod::Reject),
                 clientcert: p.clientcert,
                 options,
             });
         }
-        rows.push(row);
+        row
     }
-    rows
 }
 
 #[cfg(test)]

@@ -1,15 +1,18 @@
 //! PostgreSQL's tokenizer (`next_token`, `next_field_expand`, `tokenize_auth_file`) with
 //! `@file` expansion and, from PostgreSQL 16, `include`, `include_if_exists`, `include_dir`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::env::{EnvError, Environment};
 use crate::paths::absolute_location;
 use crate::reader::read_lines;
 use crate::version::PgVersion;
 use crate::{Diagnostic, Severity};
+use smallvec::SmallVec;
 
 /// One token of a field: its text after quote removal, and whether it began with a quote
 /// (then it is never a keyword, a `+role`, or an `@file`).
@@ -39,14 +42,51 @@ impl Token {
     }
 }
 
-/// A logical line after tokenizing: fields of tokens, or an error.
+/// A token while reading: borrowed from the line when it needs no unquoting.
 #[derive(Debug, Clone)]
-pub(crate) struct TokLine {
-    pub file: PathBuf,
+pub(crate) struct Tok<'a> {
+    pub text: Cow<'a, [u8]>,
+    pub quoted: bool,
+}
+
+impl Tok<'_> {
+    pub fn is_keyword(&self, k: &str) -> bool {
+        !self.quoted && *self.text == *k.as_bytes()
+    }
+    pub fn to_token(&self) -> Token {
+        Token {
+            text: self.text.to_vec(),
+            quoted: self.quoted,
+        }
+    }
+}
+
+/// A logical line after tokenizing: its tokens, where each field ends, or an error. Handed
+/// to a sink line by line, so nothing but the rules is kept.
+#[derive(Debug)]
+pub(crate) struct TokLine<'a> {
+    pub file: Arc<Path>,
     pub line_number: u32,
-    pub fields: Vec<Vec<Token>>,
+    pub toks: Vec<Tok<'a>>,
+    /// End (exclusive) of each field in `toks`.
+    pub ends: SmallVec<[u32; 12]>,
     pub err: Option<String>,
 }
+
+impl<'a> TokLine<'a> {
+    /// The fields, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &[Tok<'a>]> {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&e| {
+            let f = &self.toks[start..e as usize];
+            start = e as usize;
+            f
+        })
+    }
+}
+
+/// Receives each tokenized line.
+pub(crate) type Sink<'s> = dyn for<'l> FnMut(TokLine<'l>) + 's;
 
 /// Include nesting limit of PostgreSQL 16+ (`CONF_FILE_MAX_DEPTH`).
 const MAX_DEPTH: usize = 10;
@@ -69,17 +109,17 @@ pub(crate) struct Tokenizer<'a> {
     pub exhausted: bool,
 }
 
-enum Next {
-    Token(Vec<u8>, bool, bool),
+enum Next<'a> {
+    Token(Cow<'a, [u8]>, bool, bool),
     /// A token whose quote was still open at the end of the line (PostgreSQL takes the rest
     /// of the line, silently).
-    Unterminated(Vec<u8>, bool),
+    Unterminated(Cow<'a, [u8]>, bool),
     End,
     TooLong,
 }
 
 /// `next_token`: read one token at `*pos` of `line` (which has no NUL bytes).
-fn next_token(line: &[u8], pos: &mut usize, max: Option<usize>) -> Next {
+fn next_token<'a>(line: &'a [u8], pos: &mut usize, max: Option<usize>) -> Next<'a> {
     let get = |i: usize| -> u8 { line.get(i).copied().unwrap_or(0) };
     let blank = |c: u8| c == b' ' || c == b'\t' || c == b'\r';
     let mut c = get(*pos);
@@ -87,6 +127,38 @@ fn next_token(line: &[u8], pos: &mut usize, max: Option<usize>) -> Next {
     while c != 0 && (blank(c) || c == b',') {
         c = get(*pos);
         *pos += 1;
+    }
+    // Fast path: an unquoted token is a slice of the line.
+    {
+        let start = *pos - 1;
+        let mut end = start;
+        while end < line.len() {
+            let b = line[end];
+            if blank(b) || b == b',' || b == b'#' || b == b'"' {
+                break;
+            }
+            end += 1;
+        }
+        let stop = line.get(end).copied().unwrap_or(0);
+        // at or over the limit the slow path decides (a terminating comma counts)
+        let fits = max.is_none_or(|m| end - start < m);
+        if stop != b'"' && end > start && fits {
+            let text = Cow::Borrowed(&line[start..end]);
+            return match stop {
+                b',' => {
+                    *pos = end;
+                    Next::Token(text, false, true)
+                }
+                b'#' => {
+                    *pos = line.len();
+                    Next::Token(text, false, false)
+                }
+                _ => {
+                    *pos = end;
+                    Next::Token(text, false, false)
+                }
+            };
+        }
     }
     let mut buf: Vec<u8> = Vec::new();
     let (mut in_quote, mut was_quote, mut saw_quote) = (false, false, false);
@@ -127,10 +199,10 @@ fn next_token(line: &[u8], pos: &mut usize, max: Option<usize>) -> Next {
     }
     *pos -= 1;
     if in_quote {
-        return Next::Unterminated(buf, initial_quote);
+        return Next::Unterminated(Cow::Owned(buf), initial_quote);
     }
     if saw_quote || !buf.is_empty() {
-        Next::Token(buf, initial_quote, comma)
+        Next::Token(Cow::Owned(buf), initial_quote, comma)
     } else {
         Next::End
     }
@@ -180,15 +252,9 @@ impl<'a> Tokenizer<'a> {
         });
     }
 
-    /// `tokenize_auth_file`: append the lines of `file` (contents `bytes`) to `out`.
-    pub fn tokenize_file(
-        &mut self,
-        file: &[u8],
-        bytes: &[u8],
-        depth: usize,
-        out: &mut Vec<TokLine>,
-    ) {
-        let file_path = PathBuf::from(std::ffi::OsStr::from_bytes(file));
+    /// `tokenize_auth_file`: hand the lines of `file` (contents `bytes`) to `out`.
+    pub fn tokenize_file(&mut self, file: &[u8], bytes: &[u8], depth: usize, out: &mut Sink<'_>) {
+        let file_path: Arc<Path> = Arc::from(Path::new(std::ffi::OsStr::from_bytes(file)));
         self.stack.push(file.to_vec());
         self.cur_line.push(0);
         for raw in read_lines(bytes, self.version) {
@@ -204,24 +270,25 @@ impl<'a> Tokenizer<'a> {
             if self.expanded_lines > MAX_EXPANDED_LINES {
                 self.exhausted = true;
                 self.diagnostics.push(Diagnostic {
-                    file: file_path.clone(),
+                    file: file_path.to_path_buf(),
                     line: Some(raw.line_number),
                     severity: Severity::Error,
                     message: format!(
                         "file inclusion expands to more than {MAX_EXPANDED_LINES} lines; giving up"
                     ),
                 });
-                out.push(TokLine {
+                out(TokLine {
                     file: file_path.clone(),
                     line_number: raw.line_number,
-                    fields: Vec::new(),
+                    toks: Vec::new(),
+                    ends: SmallVec::new(),
                     err: Some("file inclusion expands too much".into()),
                 });
                 break;
             }
             if raw.had_nul {
                 self.diagnostics.push(Diagnostic {
-                    file: file_path.clone(),
+                    file: file_path.to_path_buf(),
                     line: Some(raw.line_number),
                     severity: Severity::Error,
                     message: "NUL byte: PostgreSQL drops the rest of this line and joins the next line to it".into(),
@@ -231,21 +298,23 @@ impl<'a> Tokenizer<'a> {
             if raw.too_long {
                 err = Some("authentication file line too long".into());
             }
-            let line = &raw.content;
-            let mut fields: Vec<Vec<Token>> = Vec::new();
+            let line: &[u8] = &raw.content;
+            let mut toks: Vec<Tok<'_>> = Vec::with_capacity(8);
+            let mut ends: SmallVec<[u32; 12]> = SmallVec::new();
             let mut pos = 0usize;
             while pos < line.len() && err.is_none() {
-                let field = self.next_field(file, line, &mut pos, depth, &mut err);
-                if !field.is_empty() {
-                    fields.push(field);
+                let before = toks.len();
+                self.next_field(file, line, &mut pos, depth, &mut toks, &mut err);
+                if toks.len() > before {
+                    ends.push(toks.len() as u32);
                 }
             }
-            if fields.is_empty() && err.is_none() {
+            if ends.is_empty() && err.is_none() {
                 continue;
             }
-            if err.is_none() && self.version.has_includes() && fields.len() == 2 {
-                let first = fields[0][0].text.clone();
-                let second = fields[1][0].text.clone();
+            if err.is_none() && self.version.has_includes() && ends.len() == 2 {
+                let first = toks[0].text.to_vec();
+                let second = toks[ends[0] as usize].text.to_vec();
                 let handled = match first.as_slice() {
                     b"include" => {
                         self.include_file(file, &second, depth + 1, false, out, &mut err);
@@ -265,10 +334,11 @@ impl<'a> Tokenizer<'a> {
                     continue;
                 }
             }
-            out.push(TokLine {
+            out(TokLine {
                 file: file_path.clone(),
                 line_number: raw.line_number,
-                fields,
+                toks,
+                ends,
                 err,
             });
         }
@@ -276,16 +346,16 @@ impl<'a> Tokenizer<'a> {
         self.cur_line.pop();
     }
 
-    /// `next_field_expand`.
-    fn next_field(
+    /// `next_field_expand`: append one field's tokens to `tokens`.
+    fn next_field<'l>(
         &mut self,
         file: &[u8],
-        line: &[u8],
+        line: &'l [u8],
         pos: &mut usize,
         depth: usize,
+        tokens: &mut Vec<Tok<'l>>,
         err: &mut Option<String>,
-    ) -> Vec<Token> {
-        let mut tokens = Vec::new();
+    ) {
         loop {
             match next_token(line, pos, self.version.max_token()) {
                 Next::End => break,
@@ -303,7 +373,7 @@ impl<'a> Tokenizer<'a> {
                             lossy(&text)
                         ),
                     });
-                    tokens.push(Token {
+                    tokens.push(Tok {
                         text,
                         quoted: initial_quote,
                     });
@@ -311,9 +381,9 @@ impl<'a> Tokenizer<'a> {
                 }
                 Next::Token(text, initial_quote, comma) => {
                     if !initial_quote && text.len() > 1 && text[0] == b'@' {
-                        self.expand_file(file, &text[1..], depth + 1, &mut tokens, err);
+                        self.expand_file(file, &text[1..], depth + 1, tokens, err);
                     } else {
-                        tokens.push(Token {
+                        tokens.push(Tok {
                             text,
                             quoted: initial_quote,
                         });
@@ -324,16 +394,15 @@ impl<'a> Tokenizer<'a> {
                 }
             }
         }
-        tokens
     }
 
     /// `tokenize_expand_file` / `tokenize_inc_file`: splice the tokens of an `@file`.
-    fn expand_file(
+    fn expand_file<'l>(
         &mut self,
         outer: &[u8],
         inc: &[u8],
         depth: usize,
-        tokens: &mut Vec<Token>,
+        tokens: &mut Vec<Tok<'l>>,
         err: &mut Option<String>,
     ) {
         let new = self.version.has_includes();
@@ -375,24 +444,37 @@ impl<'a> Tokenizer<'a> {
                 return;
             }
         };
-        let mut lines = Vec::new();
-        self.tokenize_file(&full, &bytes, depth, &mut lines);
-        for l in lines {
-            if let Some(e) = l.err {
+        let budget = MAX_EXPANDED_TOKENS.saturating_sub(self.expanded_tokens);
+        let mut count = 0usize;
+        let mut failed = false;
+        let mut over = false;
+        let mut sink = |tl: TokLine<'_>| {
+            if failed {
+                return;
+            }
+            if let Some(e) = tl.err {
                 *err = Some(e);
-                break;
+                failed = true;
+                return;
             }
-            for f in l.fields {
-                self.expanded_tokens += f.len();
-                tokens.extend(f);
-            }
-            if self.expanded_tokens > MAX_EXPANDED_TOKENS {
-                self.exhausted = true;
+            count += tl.toks.len();
+            if count > budget {
                 *err = Some(format!(
                     "file inclusion expands to more than {MAX_EXPANDED_TOKENS} tokens; giving up"
                 ));
-                break;
+                failed = true;
+                over = true;
+                return;
             }
+            tokens.extend(tl.toks.into_iter().map(|t| Tok {
+                text: Cow::Owned(t.text.into_owned()),
+                quoted: t.quoted,
+            }));
+        };
+        self.tokenize_file(&full, &bytes, depth, &mut sink);
+        self.expanded_tokens += count;
+        if over {
+            self.exhausted = true;
         }
     }
 
@@ -403,7 +485,7 @@ impl<'a> Tokenizer<'a> {
         inc: &[u8],
         depth: usize,
         missing_ok: bool,
-        out: &mut Vec<TokLine>,
+        out: &mut Sink<'_>,
         err: &mut Option<String>,
     ) {
         let full = absolute_location(inc, outer, true);
@@ -441,7 +523,7 @@ impl<'a> Tokenizer<'a> {
         outer: &[u8],
         dir: &[u8],
         depth: usize,
-        out: &mut Vec<TokLine>,
+        out: &mut Sink<'_>,
         err: &mut Option<String>,
     ) {
         if dir
@@ -500,8 +582,10 @@ mod tests {
         let l = line.as_bytes();
         while pos < l.len() {
             match next_token(l, &mut pos, Some(10239)) {
-                Next::Token(t, q, c) => out.push((String::from_utf8(t).unwrap(), q, c)),
-                Next::Unterminated(t, q) => out.push((String::from_utf8(t).unwrap(), q, false)),
+                Next::Token(t, q, c) => out.push((String::from_utf8(t.to_vec()).unwrap(), q, c)),
+                Next::Unterminated(t, q) => {
+                    out.push((String::from_utf8(t.to_vec()).unwrap(), q, false))
+                }
                 Next::End => break,
                 Next::TooLong => panic!("too long"),
             }

@@ -44,10 +44,7 @@ fn non_utf8_bytes_are_data() {
     let set = read(input, 15, &MemEnv::new());
     assert!(errors(&set).is_empty(), "{:?}", set.diagnostics);
     assert_eq!(set.rows.len(), 3);
-    assert_eq!(
-        set.rows[0].database.as_ref().unwrap()[0],
-        "\u{fffd}\u{fffd}"
-    );
+    assert_eq!(set.rows[0].database().unwrap()[0], "\u{fffd}\u{fffd}");
     let rule = set.rows[1].rule.as_ref().unwrap();
     assert_eq!(
         rule.address,
@@ -108,7 +105,7 @@ fn one_megabyte_lines() {
     // PostgreSQL 17+ has no token limit.
     let set = read(&input, 17, &MemEnv::new());
     assert!(errors(&set).is_empty(), "{:?}", errors(&set));
-    assert_eq!(set.rows[1].database.as_ref().unwrap()[0].len(), 1 << 20);
+    assert_eq!(set.rows[1].database().unwrap()[0].len(), 1 << 20);
     // PostgreSQL 13: 8192-byte lines; the rest of a long line is read as further lines.
     let set = read(&input, 13, &MemEnv::new());
     assert_eq!(

@@ -80,25 +80,25 @@ fn ours(row: &RuleRow) -> ViewRow {
             Some(raw_list(&rule.users)),
             match &rule.address {
                 Some(AddressSpec::Hostname(h)) => Some(h.clone()),
-                _ => t(&row.address),
+                _ => t(&row.address()),
             },
         ),
         None => (
-            row.database.as_ref().map(|v| pg_array(v)),
-            row.user_name.as_ref().map(|v| pg_array(v)),
-            t(&row.address),
+            row.database().as_ref().map(|v| pg_array(v)),
+            row.user_name().as_ref().map(|v| pg_array(v)),
+            t(&row.address()),
         ),
     };
     (
         row.line_number as i32,
         [
-            t(&row.conn_type),
+            row.conn_type().map(|s| s.as_bytes().to_vec()),
             database,
             user_name,
             address,
-            t(&row.netmask),
-            t(&row.auth_method),
-            row.options.as_ref().map(|v| pg_array(v)),
+            t(&row.netmask()),
+            row.auth_method().map(|s| s.as_bytes().to_vec()),
+            row.options().map(pg_array),
             row.view_error().map(|e| e.as_bytes().to_vec()),
         ],
     )

@@ -225,11 +225,11 @@ proptest! {
             for (i, (_, a, m)) in lines.iter().zip(addrs) {
                 let row = set.rows.iter().find(|r| r.line_number as usize == i + 1).unwrap();
                 let rule = row.rule.as_ref().unwrap();
-                prop_assert_eq!(row.conn_type.as_deref(), Some("hostssl"));
-                prop_assert_eq!(row.database.clone(), Some(vec![db.clone()]));
-                prop_assert_eq!(row.user_name.clone(), Some(vec![user.clone()]));
-                prop_assert_eq!(row.address.as_deref(), Some(a.as_str()));
-                prop_assert_eq!(row.netmask.as_deref(), Some(m.as_str()));
+                prop_assert_eq!(row.conn_type(), Some("hostssl"));
+                prop_assert_eq!(row.database(), Some(vec![db.clone()]));
+                prop_assert_eq!(row.user_name(), Some(vec![user.clone()]));
+                prop_assert_eq!(row.address(), Some(a.clone()));
+                prop_assert_eq!(row.netmask(), Some(m.clone()));
                 prop_assert_eq!(rule.method, AuthMethod::ScramSha256);
                 // names are never read as keywords, groups or files
                 for k in ["all", "sameuser", "samerole", "samegroup", "replication"] {
