@@ -32,7 +32,8 @@ pub(crate) fn parse_numeric_host(s: &[u8], if_index: &dyn Fn(&[u8]) -> u32) -> O
 /// glibc `__inet_aton_exact`.
 pub(crate) fn inet_aton_exact(s: &[u8]) -> Option<Ipv4Addr> {
     const MAX: [u64; 4] = [0xffff_ffff, 0xff_ffff, 0xffff, 0xff];
-    let mut parts: Vec<u8> = Vec::with_capacity(3);
+    let mut parts = [0u8; 3];
+    let mut nparts = 0usize;
     let mut i = 0usize;
     let val: u64;
     loop {
@@ -44,10 +45,11 @@ pub(crate) fn inet_aton_exact(s: &[u8]) -> Option<Ipv4Addr> {
         i += used;
         let c = s.get(i).copied().unwrap_or(0);
         if c == b'.' {
-            if parts.len() > 2 || v > 0xff {
+            if nparts > 2 || v > 0xff {
                 return None;
             }
-            parts.push(v as u8);
+            parts[nparts] = v as u8;
+            nparts += 1;
             i += 1;
         } else {
             val = v;
@@ -57,11 +59,11 @@ pub(crate) fn inet_aton_exact(s: &[u8]) -> Option<Ipv4Addr> {
     if i != s.len() {
         return None;
     }
-    if val > MAX[parts.len()] {
+    if val > MAX[nparts] {
         return None;
     }
     let mut word: u32 = 0;
-    for (k, p) in parts.iter().enumerate() {
+    for (k, p) in parts[..nparts].iter().enumerate() {
         word |= (*p as u32) << (24 - 8 * k);
     }
     word |= val as u32;

@@ -157,7 +157,7 @@ pub(crate) fn tokenize_plain(line: &[u8]) -> (Vec<Vec<Token>>, Option<Vec<u8>>) 
             i += 1;
         }
         cur.push(Token {
-            text: buf,
+            text: smallvec::SmallVec::from_vec(buf),
             quoted: initial,
         });
         if !comma {

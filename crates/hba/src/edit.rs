@@ -76,7 +76,7 @@ impl RuleSpec {
     /// A literal database or user name (never a keyword).
     pub fn name(n: &str) -> Token {
         Token {
-            text: n.as_bytes().to_vec(),
+            text: smallvec::SmallVec::from_slice(n.as_bytes()),
             quoted: true,
         }
     }
@@ -176,7 +176,7 @@ fn render_list(what: &'static str, toks: &[Token]) -> Result<String, EditError> 
     }
     let mut parts = Vec::new();
     for t in toks {
-        let text = String::from_utf8(t.text.clone()).map_err(|_| EditError::Unwritable {
+        let text = String::from_utf8(t.text.to_vec()).map_err(|_| EditError::Unwritable {
             what,
             value: t.text_lossy(),
             why: "not UTF-8",

@@ -106,7 +106,7 @@ fn db_matches(toks: &[Token], c: &Connection, regex_on: bool) -> bool {
             if regex_match(t, &c.database) {
                 return true;
             }
-        } else if t.text == c.database.as_bytes() {
+        } else if t.text.as_slice() == c.database.as_bytes() {
             return true;
         }
     }
@@ -125,7 +125,7 @@ fn user_matches(toks: &[Token], c: &Connection, regex_on: bool) -> bool {
             if regex_match(t, &c.user) {
                 return true;
             }
-        } else if t.text == c.user.as_bytes() {
+        } else if t.text.as_slice() == c.user.as_bytes() {
             return true;
         }
     }

@@ -424,6 +424,14 @@ struct Parsed {
     method: Option<AuthMethod>,
     clientcert: ClientCert,
     include_realm: bool,
+    ldapscope: i32,
+    /// Rarely used options, allocated on first use.
+    o: Option<Box<Opts>>,
+}
+
+/// Options most lines do not have.
+#[derive(Default)]
+struct Opts {
     krb_realm: Option<Vec<u8>>,
     usermap: Option<Vec<u8>>,
     pamservice: Option<Vec<u8>>,
@@ -438,7 +446,6 @@ struct Parsed {
     ldapbindpasswd: Option<Vec<u8>>,
     ldapsearchattribute: Option<Vec<u8>>,
     ldapsearchfilter: Option<Vec<u8>>,
-    ldapscope: i32,
     radiusservers: Option<Vec<Vec<u8>>>,
     radiusservers_s: Option<Vec<u8>>,
     radiussecrets: Option<Vec<Vec<u8>>>,
@@ -451,6 +458,44 @@ struct Parsed {
     oauth_scope: Option<Vec<u8>>,
     oauth_validator: Option<Vec<u8>>,
     oauth_skip_usermap: bool,
+}
+
+const EMPTY_OPTS: Opts = Opts {
+    krb_realm: None,
+    usermap: None,
+    pamservice: None,
+    ldapserver: None,
+    ldapport: 0,
+    ldapscheme: None,
+    ldaptls: false,
+    ldapprefix: None,
+    ldapsuffix: None,
+    ldapbasedn: None,
+    ldapbinddn: None,
+    ldapbindpasswd: None,
+    ldapsearchattribute: None,
+    ldapsearchfilter: None,
+    radiusservers: None,
+    radiusservers_s: None,
+    radiussecrets: None,
+    radiussecrets_s: None,
+    radiusidentifiers: None,
+    radiusidentifiers_s: None,
+    radiusports: None,
+    radiusports_s: None,
+    oauth_issuer: None,
+    oauth_scope: None,
+    oauth_validator: None,
+    oauth_skip_usermap: false,
+};
+
+impl Parsed {
+    fn o(&mut self) -> &mut Opts {
+        self.o.get_or_insert_with(Box::default)
+    }
+    fn opts(&self) -> &Opts {
+        self.o.as_deref().unwrap_or(&EMPTY_OPTS)
+    }
 }
 
 /// Outcome of `parse_hba_line`: the parsed line (or none), and the message. `silent` means
@@ -754,12 +799,12 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
         }
     }
     if method == AuthMethod::Ldap {
-        if p.ldapprefix.is_some() || p.ldapsuffix.is_some() {
-            if p.ldapbasedn.is_some()
-                || p.ldapbinddn.is_some()
-                || p.ldapbindpasswd.is_some()
-                || p.ldapsearchattribute.is_some()
-                || p.ldapsearchfilter.is_some()
+        if p.opts().ldapprefix.is_some() || p.opts().ldapsuffix.is_some() {
+            if p.opts().ldapbasedn.is_some()
+                || p.opts().ldapbinddn.is_some()
+                || p.opts().ldapbindpasswd.is_some()
+                || p.opts().ldapsearchattribute.is_some()
+                || p.opts().ldapsearchfilter.is_some()
             {
                 if v >= 17 {
                     fail!("cannot mix options for simple bind and search+bind modes");
@@ -768,38 +813,38 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
                     "cannot use ldapbasedn, ldapbinddn, ldapbindpasswd, ldapsearchattribute, ldapsearchfilter, or ldapurl together with ldapprefix"
                 );
             }
-        } else if p.ldapbasedn.is_none() {
+        } else if p.opts().ldapbasedn.is_none() {
             fail!(
                 "authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or \"ldapsuffix\" to be set"
             );
         }
-        if p.ldapsearchattribute.is_some() && p.ldapsearchfilter.is_some() {
+        if p.opts().ldapsearchattribute.is_some() && p.opts().ldapsearchfilter.is_some() {
             fail!("cannot use ldapsearchattribute together with ldapsearchfilter");
         }
     }
     if method == AuthMethod::Radius {
         let empty = |l: &Option<Vec<Vec<u8>>>| l.as_ref().is_none_or(|l| l.is_empty());
-        if empty(&p.radiusservers) {
+        if empty(&p.opts().radiusservers) {
             fail!("authentication method \"radius\" requires argument \"radiusservers\" to be set");
         }
-        if empty(&p.radiussecrets) {
+        if empty(&p.opts().radiussecrets) {
             fail!("authentication method \"radius\" requires argument \"radiussecrets\" to be set");
         }
         let len = |l: &Option<Vec<Vec<u8>>>| l.as_ref().map_or(0, |l| l.len());
-        let n = len(&p.radiusservers);
-        let ns = len(&p.radiussecrets);
+        let n = len(&p.opts().radiusservers);
+        let ns = len(&p.opts().radiussecrets);
         if !(ns == 1 || ns == n) {
             fail!(format!(
                 "the number of RADIUS secrets ({ns}) must be 1 or the same as the number of RADIUS servers ({n})"
             ));
         }
-        let np = len(&p.radiusports);
+        let np = len(&p.opts().radiusports);
         if !(np == 0 || np == 1 || np == n) {
             fail!(format!(
                 "the number of RADIUS ports ({np}) must be 1 or the same as the number of RADIUS servers ({n})"
             ));
         }
-        let ni = len(&p.radiusidentifiers);
+        let ni = len(&p.opts().radiusidentifiers);
         if !(ni == 0 || ni == 1 || ni == n) {
             fail!(format!(
                 "the number of RADIUS identifiers ({ni}) must be 1 or the same as the number of RADIUS servers ({n})"
@@ -816,13 +861,13 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
         };
     }
     if method == AuthMethod::OAuth {
-        if p.oauth_scope.is_none() {
+        if p.opts().oauth_scope.is_none() {
             fail!("authentication method \"oauth\" requires argument \"scope\" to be set");
         }
-        if p.oauth_issuer.is_none() {
+        if p.opts().oauth_issuer.is_none() {
             fail!("authentication method \"oauth\" requires argument \"issuer\" to be set");
         }
-        if p.oauth_skip_usermap && p.usermap.is_some() {
+        if p.opts().oauth_skip_usermap && p.opts().usermap.is_some() {
             fail!("map cannot be used in combination with delegate_ident_mapping");
         }
     }
@@ -934,7 +979,7 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     },
                 ));
             }
-            p.usermap = Some(val.to_vec());
+            p.o().usermap = Some(val.to_vec());
         }
         b"clientcert" => {
             if ct != ConnType::HostSsl {
@@ -996,7 +1041,7 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
         }
         b"pamservice" => {
             require(AuthMethod::Pam, "pamservice", "pam")?;
-            p.pamservice = Some(val.to_vec());
+            p.o().pamservice = Some(val.to_vec());
         }
         b"pam_use_hostname" => require(AuthMethod::Pam, "pam_use_hostname", "pam")?,
         b"ldapurl" => {
@@ -1010,38 +1055,38 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     u.scheme
                 )));
             }
-            p.ldapscheme = Some(u.scheme.as_bytes().to_vec());
+            p.o().ldapscheme = Some(u.scheme.as_bytes().to_vec());
             if let Some(h) = u.host {
-                p.ldapserver = Some(h);
+                p.o().ldapserver = Some(h);
             }
-            p.ldapport = u.port;
+            p.o().ldapport = u.port;
             if let Some(d) = u.dn {
-                p.ldapbasedn = Some(d);
+                p.o().ldapbasedn = Some(d);
             }
             if let Some(a) = u.first_attr {
-                p.ldapsearchattribute = Some(a);
+                p.o().ldapsearchattribute = Some(a);
             }
             p.ldapscope = u.scope;
             if let Some(f) = u.filter {
-                p.ldapsearchfilter = Some(f);
+                p.o().ldapsearchfilter = Some(f);
             }
         }
         b"ldaptls" => {
             require(AuthMethod::Ldap, "ldaptls", "ldap")?;
-            p.ldaptls = val == b"1";
+            p.o().ldaptls = val == b"1";
         }
         b"ldapscheme" => {
             require(AuthMethod::Ldap, "ldapscheme", "ldap")?;
-            p.ldapscheme = Some(val.to_vec());
+            p.o().ldapscheme = Some(val.to_vec());
         }
         b"ldapserver" => {
             require(AuthMethod::Ldap, "ldapserver", "ldap")?;
-            p.ldapserver = Some(val.to_vec());
+            p.o().ldapserver = Some(val.to_vec());
         }
         b"ldapport" => {
             require(AuthMethod::Ldap, "ldapport", "ldap")?;
-            p.ldapport = atoi(val);
-            if p.ldapport == 0 {
+            p.o().ldapport = atoi(val);
+            if p.o().ldapport == 0 {
                 return Err(OptErr::Shown(format!(
                     "invalid LDAP port number: \"{}\"",
                     s(val)
@@ -1050,37 +1095,37 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
         }
         b"ldapbinddn" => {
             require(AuthMethod::Ldap, "ldapbinddn", "ldap")?;
-            p.ldapbinddn = Some(val.to_vec());
+            p.o().ldapbinddn = Some(val.to_vec());
         }
         b"ldapbindpasswd" => {
             require(AuthMethod::Ldap, "ldapbindpasswd", "ldap")?;
-            p.ldapbindpasswd = Some(val.to_vec());
+            p.o().ldapbindpasswd = Some(val.to_vec());
         }
         b"ldapsearchattribute" => {
             require(AuthMethod::Ldap, "ldapsearchattribute", "ldap")?;
-            p.ldapsearchattribute = Some(val.to_vec());
+            p.o().ldapsearchattribute = Some(val.to_vec());
         }
         b"ldapsearchfilter" => {
             require(AuthMethod::Ldap, "ldapsearchfilter", "ldap")?;
-            p.ldapsearchfilter = Some(val.to_vec());
+            p.o().ldapsearchfilter = Some(val.to_vec());
         }
         b"ldapbasedn" => {
             require(AuthMethod::Ldap, "ldapbasedn", "ldap")?;
-            p.ldapbasedn = Some(val.to_vec());
+            p.o().ldapbasedn = Some(val.to_vec());
         }
         b"ldapprefix" => {
             require(AuthMethod::Ldap, "ldapprefix", "ldap")?;
-            p.ldapprefix = Some(val.to_vec());
+            p.o().ldapprefix = Some(val.to_vec());
         }
         b"ldapsuffix" => {
             require(AuthMethod::Ldap, "ldapsuffix", "ldap")?;
-            p.ldapsuffix = Some(val.to_vec());
+            p.o().ldapsuffix = Some(val.to_vec());
         }
         b"krb_realm" => {
             if !matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
                 return Err(invalid_for("krb_realm", "gssapi and sspi"));
             }
-            p.krb_realm = Some(val.to_vec());
+            p.o().krb_realm = Some(val.to_vec());
         }
         b"include_realm" => {
             if !matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
@@ -1114,8 +1159,8 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     )));
                 }
             }
-            p.radiusservers = Some(list);
-            p.radiusservers_s = Some(val.to_vec());
+            p.o().radiusservers = Some(list);
+            p.o().radiusservers_s = Some(val.to_vec());
         }
         b"radiusports" => {
             require(AuthMethod::Radius, "radiusports", "radius")?;
@@ -1131,8 +1176,8 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     s(val)
                 )));
             }
-            p.radiusports = Some(list);
-            p.radiusports_s = Some(val.to_vec());
+            p.o().radiusports = Some(list);
+            p.o().radiusports_s = Some(val.to_vec());
         }
         b"radiussecrets" => {
             require(AuthMethod::Radius, "radiussecrets", "radius")?;
@@ -1142,8 +1187,8 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     s(val)
                 )));
             };
-            p.radiussecrets = Some(list);
-            p.radiussecrets_s = Some(val.to_vec());
+            p.o().radiussecrets = Some(list);
+            p.o().radiussecrets_s = Some(val.to_vec());
         }
         b"radiusidentifiers" => {
             require(AuthMethod::Radius, "radiusidentifiers", "radius")?;
@@ -1153,24 +1198,24 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     s(val)
                 )));
             };
-            p.radiusidentifiers = Some(list);
-            p.radiusidentifiers_s = Some(val.to_vec());
+            p.o().radiusidentifiers = Some(list);
+            p.o().radiusidentifiers_s = Some(val.to_vec());
         }
         b"issuer" if v >= 18 => {
             require(AuthMethod::OAuth, "issuer", "oauth")?;
-            p.oauth_issuer = Some(val.to_vec());
+            p.o().oauth_issuer = Some(val.to_vec());
         }
         b"scope" if v >= 18 => {
             require(AuthMethod::OAuth, "scope", "oauth")?;
-            p.oauth_scope = Some(val.to_vec());
+            p.o().oauth_scope = Some(val.to_vec());
         }
         b"validator" if v >= 18 => {
             require(AuthMethod::OAuth, "validator", "oauth")?;
-            p.oauth_validator = Some(val.to_vec());
+            p.o().oauth_validator = Some(val.to_vec());
         }
         b"delegate_ident_mapping" if v >= 18 => {
             require(AuthMethod::OAuth, "delegate_ident_mapping", "oauth")?;
-            p.oauth_skip_usermap = val == b"1";
+            p.o().oauth_skip_usermap = val == b"1";
         }
         _ => {
             return Err(OptErr::Shown(format!(
@@ -1184,6 +1229,7 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
 
 /// `get_hba_options`.
 fn render_options(p: &Parsed) -> Vec<String> {
+    let op = p.opts();
     let mut o = Vec::new();
     let method = p.method.unwrap_or(AuthMethod::Trust);
     let kv = |k: &str, v: &[u8]| format!("{k}={}", s(v));
@@ -1191,11 +1237,11 @@ fn render_options(p: &Parsed) -> Vec<String> {
         if p.include_realm {
             o.push("include_realm=true".into());
         }
-        if let Some(r) = &p.krb_realm {
+        if let Some(r) = &op.krb_realm {
             o.push(kv("krb_realm", r));
         }
     }
-    if let Some(m) = &p.usermap {
+    if let Some(m) = &op.usermap {
         o.push(kv("map", m));
     }
     match p.clientcert {
@@ -1203,30 +1249,30 @@ fn render_options(p: &Parsed) -> Vec<String> {
         ClientCert::VerifyCa => o.push("clientcert=verify-ca".into()),
         ClientCert::VerifyFull => o.push("clientcert=verify-full".into()),
     }
-    if let Some(x) = &p.pamservice {
+    if let Some(x) = &op.pamservice {
         o.push(kv("pamservice", x));
     }
     if method == AuthMethod::Ldap {
-        if let Some(x) = &p.ldapserver {
+        if let Some(x) = &op.ldapserver {
             o.push(kv("ldapserver", x));
         }
-        if p.ldapport != 0 {
-            o.push(format!("ldapport={}", p.ldapport));
+        if op.ldapport != 0 {
+            o.push(format!("ldapport={}", op.ldapport));
         }
-        if let Some(x) = &p.ldapscheme {
+        if let Some(x) = &op.ldapscheme {
             o.push(kv("ldapscheme", x));
         }
-        if p.ldaptls {
+        if op.ldaptls {
             o.push("ldaptls=true".into());
         }
         for (k, x) in [
-            ("ldapprefix", &p.ldapprefix),
-            ("ldapsuffix", &p.ldapsuffix),
-            ("ldapbasedn", &p.ldapbasedn),
-            ("ldapbinddn", &p.ldapbinddn),
-            ("ldapbindpasswd", &p.ldapbindpasswd),
-            ("ldapsearchattribute", &p.ldapsearchattribute),
-            ("ldapsearchfilter", &p.ldapsearchfilter),
+            ("ldapprefix", &op.ldapprefix),
+            ("ldapsuffix", &op.ldapsuffix),
+            ("ldapbasedn", &op.ldapbasedn),
+            ("ldapbinddn", &op.ldapbinddn),
+            ("ldapbindpasswd", &op.ldapbindpasswd),
+            ("ldapsearchattribute", &op.ldapsearchattribute),
+            ("ldapsearchfilter", &op.ldapsearchfilter),
         ] {
             if let Some(x) = x {
                 o.push(kv(k, x));
@@ -1238,10 +1284,10 @@ fn render_options(p: &Parsed) -> Vec<String> {
     }
     if method == AuthMethod::Radius {
         for (k, x) in [
-            ("radiusservers", &p.radiusservers_s),
-            ("radiussecrets", &p.radiussecrets_s),
-            ("radiusidentifiers", &p.radiusidentifiers_s),
-            ("radiusports", &p.radiusports_s),
+            ("radiusservers", &op.radiusservers_s),
+            ("radiussecrets", &op.radiussecrets_s),
+            ("radiusidentifiers", &op.radiusidentifiers_s),
+            ("radiusports", &op.radiusports_s),
         ] {
             if let Some(x) = x {
                 o.push(kv(k, x));
@@ -1250,15 +1296,15 @@ fn render_options(p: &Parsed) -> Vec<String> {
     }
     if method == AuthMethod::OAuth {
         for (k, x) in [
-            ("issuer", &p.oauth_issuer),
-            ("scope", &p.oauth_scope),
-            ("validator", &p.oauth_validator),
+            ("issuer", &op.oauth_issuer),
+            ("scope", &op.oauth_scope),
+            ("validator", &op.oauth_validator),
         ] {
             if let Some(x) = x {
                 o.push(kv(k, x));
             }
         }
-        if p.oauth_skip_usermap {
+        if op.oauth_skip_usermap {
             o.push("delegate_ident_mapping=true".into());
         }
     }

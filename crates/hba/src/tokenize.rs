@@ -18,23 +18,23 @@ use smallvec::SmallVec;
 /// (then it is never a keyword, a `+role`, or an `@file`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Token {
-    /// Dequoted bytes.
-    pub text: Vec<u8>,
+    /// Dequoted bytes (inline up to 24 bytes: names rarely need a heap allocation).
+    pub text: SmallVec<[u8; 24]>,
     /// The token started with a double quote.
     pub quoted: bool,
 }
 
 impl Token {
     /// An unquoted token.
-    pub fn bare(text: impl Into<Vec<u8>>) -> Self {
+    pub fn bare(text: impl AsRef<[u8]>) -> Self {
         Token {
-            text: text.into(),
+            text: SmallVec::from_slice(text.as_ref()),
             quoted: false,
         }
     }
     /// Whether this is the unquoted keyword `k`.
     pub fn is_keyword(&self, k: &str) -> bool {
-        !self.quoted && self.text == k.as_bytes()
+        !self.quoted && self.text.as_slice() == k.as_bytes()
     }
     /// The text, lossily as UTF-8.
     pub fn text_lossy(&self) -> String {
@@ -55,7 +55,7 @@ impl Tok<'_> {
     }
     pub fn to_token(&self) -> Token {
         Token {
-            text: self.text.to_vec(),
+            text: SmallVec::from_slice(&self.text),
             quoted: self.quoted,
         }
     }
@@ -67,7 +67,7 @@ impl Tok<'_> {
 pub(crate) struct TokLine<'a> {
     pub file: Arc<Path>,
     pub line_number: u32,
-    pub toks: Vec<Tok<'a>>,
+    pub toks: Toks<'a>,
     /// End (exclusive) of each field in `toks`.
     pub ends: SmallVec<[u32; 12]>,
     pub err: Option<String>,
@@ -84,6 +84,9 @@ impl<'a> TokLine<'a> {
         })
     }
 }
+
+/// The tokens of one line (inline up to 8, the common case).
+pub(crate) type Toks<'a> = SmallVec<[Tok<'a>; 8]>;
 
 /// Receives each tokenized line.
 pub(crate) type Sink<'s> = dyn for<'l> FnMut(TokLine<'l>) + 's;
@@ -280,7 +283,7 @@ impl<'a> Tokenizer<'a> {
                 out(TokLine {
                     file: file_path.clone(),
                     line_number: raw.line_number,
-                    toks: Vec::new(),
+                    toks: SmallVec::new(),
                     ends: SmallVec::new(),
                     err: Some("file inclusion expands too much".into()),
                 });
@@ -299,7 +302,7 @@ impl<'a> Tokenizer<'a> {
                 err = Some("authentication file line too long".into());
             }
             let line: &[u8] = &raw.content;
-            let mut toks: Vec<Tok<'_>> = Vec::with_capacity(8);
+            let mut toks: Toks<'_> = SmallVec::new();
             let mut ends: SmallVec<[u32; 12]> = SmallVec::new();
             let mut pos = 0usize;
             while pos < line.len() && err.is_none() {
@@ -353,7 +356,7 @@ impl<'a> Tokenizer<'a> {
         line: &'l [u8],
         pos: &mut usize,
         depth: usize,
-        tokens: &mut Vec<Tok<'l>>,
+        tokens: &mut Toks<'l>,
         err: &mut Option<String>,
     ) {
         loop {
@@ -402,7 +405,7 @@ impl<'a> Tokenizer<'a> {
         outer: &[u8],
         inc: &[u8],
         depth: usize,
-        tokens: &mut Vec<Tok<'l>>,
+        tokens: &mut Toks<'l>,
         err: &mut Option<String>,
     ) {
         let new = self.version.has_includes();
