@@ -59,6 +59,8 @@ pub use rules::{
     AddressSpec, AuthMethod, BuildFeatures, ClientCert, ConnType, HbaRule, ReadOptions, RuleRow,
     ViewRow,
 };
+/// The inline vector type used in [`Token`] and [`HbaRule`] (re-exported for matching on it).
+pub use smallvec;
 pub use tokenize::Token;
 pub use version::PgVersion;
 

@@ -23,12 +23,36 @@ pub(crate) struct RawLine<'a> {
     pub too_long: bool,
 }
 
-/// Split `input` into the logical lines the server reads.
-pub(crate) fn read_lines(input: &[u8], version: PgVersion) -> Vec<RawLine<'_>> {
-    if version.has_continuations() {
-        read_v14(input)
-    } else {
-        read_v13(input)
+/// The logical lines the server reads from `input`, one at a time.
+pub(crate) fn read_lines(input: &[u8], version: PgVersion) -> LineReader<'_> {
+    LineReader {
+        s: Stream {
+            input,
+            pos: 0,
+            eof: false,
+        },
+        maxlen: 1024,
+        line_number: 1,
+        v13: !version.has_continuations(),
+    }
+}
+
+/// Iterator over logical lines (see [`read_lines`]).
+pub(crate) struct LineReader<'a> {
+    s: Stream<'a>,
+    maxlen: usize,
+    line_number: u32,
+    v13: bool,
+}
+
+impl<'a> Iterator for LineReader<'a> {
+    type Item = RawLine<'a>;
+    fn next(&mut self) -> Option<RawLine<'a>> {
+        if self.v13 {
+            self.next_v13()
+        } else {
+            self.next_v14()
+        }
     }
 }
 
@@ -116,40 +140,37 @@ fn strip_crlf(buf: &mut Vec<u8>) {
     }
 }
 
-fn read_v14(input: &[u8]) -> Vec<RawLine<'_>> {
-    let mut s = Stream {
-        input,
-        pos: 0,
-        eof: false,
-    };
-    let mut maxlen = 1024usize;
-    let mut line_number = 1u32;
-    let mut out = Vec::with_capacity(input.len() / 40 + 1);
-    while !s.eof {
+impl<'a> LineReader<'a> {
+    fn next_v14(&mut self) -> Option<RawLine<'a>> {
+        let s = &mut self.s;
+        if s.eof {
+            return None;
+        }
+        let input = s.input;
+        let line_number = self.line_number;
         // Fast path: a line that one fgets call reads whole, without NUL or continuation,
         // is the slice itself.
         if s.pos < input.len() {
             let rest = &input[s.pos..];
             let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
             let raw = &rest[..end];
-            if raw.len() < maxlen && memchr::memchr(0, raw).is_none() {
+            if raw.len() < self.maxlen && memchr::memchr(0, raw).is_none() {
                 let mut e = raw.len();
                 while e > 0 && matches!(raw[e - 1], b'\n' | b'\r') {
                     e -= 1;
                 }
                 if e == 0 || raw[e - 1] != b'\\' {
-                    out.push(RawLine {
+                    s.pos += end;
+                    if end == rest.len() && raw.last() != Some(&b'\n') {
+                        s.eof = true;
+                    }
+                    self.line_number = line_number.saturating_add(1);
+                    return Some(RawLine {
                         content: Cow::Borrowed(&raw[..e]),
                         line_number,
                         had_nul: false,
                         too_long: false,
                     });
-                    s.pos += end;
-                    if end == rest.len() && raw.last() != Some(&b'\n') {
-                        s.eof = true;
-                    }
-                    line_number = line_number.saturating_add(1);
-                    continue;
                 }
             }
         }
@@ -157,7 +178,7 @@ fn read_v14(input: &[u8]) -> Vec<RawLine<'_>> {
         let mut last_backslash = 0usize;
         let mut continuations = 0u32;
         let mut had_nul = false;
-        while get_line_append(&mut s, &mut buf, &mut maxlen, &mut had_nul) {
+        while get_line_append(s, &mut buf, &mut self.maxlen, &mut had_nul) {
             strip_crlf(&mut buf);
             if buf.len() > last_backslash && buf.last() == Some(&b'\\') {
                 buf.pop();
@@ -167,42 +188,34 @@ fn read_v14(input: &[u8]) -> Vec<RawLine<'_>> {
             }
             break;
         }
-        out.push(RawLine {
+        self.line_number = line_number.saturating_add(continuations + 1);
+        Some(RawLine {
             content: Cow::Owned(buf),
             line_number,
             had_nul,
             too_long: false,
-        });
-        line_number = line_number.saturating_add(continuations + 1);
+        })
     }
-    out
-}
 
-fn read_v13(input: &[u8]) -> Vec<RawLine<'_>> {
-    const MAX_LINE: usize = 8192;
-    let mut s = Stream {
-        input,
-        pos: 0,
-        eof: false,
-    };
-    let mut line_number = 1u32;
-    let mut out = Vec::new();
-    while !s.eof {
+    fn next_v13(&mut self) -> Option<RawLine<'a>> {
+        const MAX_LINE: usize = 8192;
+        let s = &mut self.s;
+        if s.eof {
+            return None;
+        }
         let mut buf = Vec::new();
-        let Some(had_nul) = s.fgets(MAX_LINE, &mut buf) else {
-            break;
-        };
+        let had_nul = s.fgets(MAX_LINE, &mut buf)?;
         let too_long = buf.len() == MAX_LINE - 1;
         strip_crlf(&mut buf);
-        out.push(RawLine {
+        let line_number = self.line_number;
+        self.line_number = line_number.saturating_add(1);
+        Some(RawLine {
             content: Cow::Owned(buf),
             line_number,
             had_nul,
             too_long,
-        });
-        line_number = line_number.saturating_add(1);
+        })
     }
-    out
 }
 
 #[cfg(test)]
@@ -210,7 +223,7 @@ mod tests {
     use super::*;
 
     fn check(input: &[u8], v: u32, expect: &[(u32, &str)]) {
-        let lines = read_lines(input, PgVersion::new(v).unwrap());
+        let lines: Vec<RawLine<'_>> = read_lines(input, PgVersion::new(v).unwrap()).collect();
         let got: Vec<(u32, String)> = lines
             .iter()
             .filter(|l| !l.content.is_empty())
@@ -253,7 +266,7 @@ mod tests {
     fn v13_long_line_splits() {
         let mut input = vec![b'a'; 8200];
         input.push(b'\n');
-        let lines = read_lines(&input, PgVersion::new(13).unwrap());
+        let lines: Vec<RawLine<'_>> = read_lines(&input, PgVersion::new(13).unwrap()).collect();
         assert!(lines[0].too_long);
         assert_eq!(lines[1].content.len(), 9);
         assert_eq!(lines[1].line_number, 2);

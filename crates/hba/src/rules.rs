@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::addr::{cidr_mask, ntop, parse_numeric_host};
 use crate::env::Environment;
@@ -204,10 +205,10 @@ pub enum ClientCert {
 pub struct HbaRule {
     /// Connection type.
     pub conn_type: ConnType,
-    /// Database tokens (after `@file` expansion).
-    pub databases: Vec<Token>,
-    /// User tokens (after `@file` expansion).
-    pub users: Vec<Token>,
+    /// Database tokens (after `@file` expansion; inline when there is one).
+    pub databases: SmallVec<[Token; 1]>,
+    /// User tokens (after `@file` expansion; inline when there is one).
+    pub users: SmallVec<[Token; 1]>,
     /// Address (`None` for `local`).
     pub address: Option<AddressSpec>,
     /// Method (`ident` on `local` is `peer`).
@@ -418,8 +419,8 @@ impl ReadOptions {
 #[derive(Default)]
 struct Parsed {
     conn_type: Option<ConnType>,
-    databases: Vec<Token>,
-    users: Vec<Token>,
+    databases: SmallVec<[Token; 1]>,
+    users: SmallVec<[Token; 1]>,
     address: Option<AddressSpec>,
     method: Option<AuthMethod>,
     clientcert: ClientCert,
@@ -1327,7 +1328,7 @@ impl<'a> RowBuilder<'a> {
         }
     }
 
-    pub fn row(&mut self, tl: TokLine<'_>) -> RuleRow {
+    pub fn row(&mut self, tl: &TokLine<'_>) -> RuleRow {
         let file_name = match &self.names_cache {
             Some((f, n)) if Arc::ptr_eq(f, &tl.file) => n.clone(),
             _ => {
@@ -1347,11 +1348,11 @@ impl<'a> RowBuilder<'a> {
             rule: None,
             file: tl.file.clone(),
         };
-        if let Some(e) = tl.err {
-            row.error = Some(e);
+        if let Some(e) = &tl.err {
+            row.error = Some(e.clone());
             return row;
         }
-        let res = parse_line(&tl, &self.ctx);
+        let res = parse_line(tl, &self.ctx);
         if res.err.is_none() || res.silent {
             self.rule_number += 1;
             row.rule_number = Some(self.rule_number);

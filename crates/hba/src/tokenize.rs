@@ -89,7 +89,7 @@ impl<'a> TokLine<'a> {
 pub(crate) type Toks<'a> = SmallVec<[Tok<'a>; 8]>;
 
 /// Receives each tokenized line.
-pub(crate) type Sink<'s> = dyn for<'l> FnMut(TokLine<'l>) + 's;
+pub(crate) type Sink<'s> = dyn for<'l> FnMut(&TokLine<'l>) + 's;
 
 /// Include nesting limit of PostgreSQL 16+ (`CONF_FILE_MAX_DEPTH`).
 const MAX_DEPTH: usize = 10;
@@ -280,7 +280,7 @@ impl<'a> Tokenizer<'a> {
                         "file inclusion expands to more than {MAX_EXPANDED_LINES} lines; giving up"
                     ),
                 });
-                out(TokLine {
+                out(&TokLine {
                     file: file_path.clone(),
                     line_number: raw.line_number,
                     toks: SmallVec::new(),
@@ -337,7 +337,7 @@ impl<'a> Tokenizer<'a> {
                     continue;
                 }
             }
-            out(TokLine {
+            out(&TokLine {
                 file: file_path.clone(),
                 line_number: raw.line_number,
                 toks,
@@ -451,12 +451,12 @@ impl<'a> Tokenizer<'a> {
         let mut count = 0usize;
         let mut failed = false;
         let mut over = false;
-        let mut sink = |tl: TokLine<'_>| {
+        let mut sink = |tl: &TokLine<'_>| {
             if failed {
                 return;
             }
-            if let Some(e) = tl.err {
-                *err = Some(e);
+            if let Some(e) = &tl.err {
+                *err = Some(e.clone());
                 failed = true;
                 return;
             }
@@ -469,8 +469,8 @@ impl<'a> Tokenizer<'a> {
                 over = true;
                 return;
             }
-            tokens.extend(tl.toks.into_iter().map(|t| Tok {
-                text: Cow::Owned(t.text.into_owned()),
+            tokens.extend(tl.toks.iter().map(|t| Tok {
+                text: Cow::Owned(t.text.to_vec()),
                 quoted: t.quoted,
             }));
         };
