@@ -136,7 +136,8 @@ pub fn read_rules(
     use std::os::unix::ffi::OsStrExt;
     let file_name = file_name.as_ref();
     let mut tk = tokenize::Tokenizer::new(env, opts.version);
-    let mut rows = Vec::with_capacity(bytes.len() / 48 + 1);
+    // at most one row per line (more only through include files)
+    let mut rows = Vec::with_capacity(memchr::memchr_iter(b'\n', bytes).count() + 1);
     let mut builder = rules::RowBuilder::new(opts, env);
     tk.tokenize_file(file_name.as_os_str().as_bytes(), bytes, 0, &mut |tl| {
         rows.push(builder.row(tl))

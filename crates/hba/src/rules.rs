@@ -502,7 +502,8 @@ impl Parsed {
 /// Outcome of `parse_hba_line`: the parsed line (or none), and the message. `silent` means
 /// the view would not show the message.
 struct LineResult {
-    parsed: Option<Parsed>,
+    /// The line parsed (the parse state holds the rule).
+    ok: bool,
     err: Option<String>,
     silent: bool,
 }
@@ -598,7 +599,7 @@ struct Ctx<'a> {
 macro_rules! fail {
     ($msg:expr) => {
         return LineResult {
-            parsed: None,
+            ok: false,
             err: Some($msg.into()),
             silent: false,
         }
@@ -611,9 +612,9 @@ enum OptErr {
     Silent(String),
 }
 
-fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
+/// Parse into `p` (a fresh `Parsed`); on success `ok` is set and `p` holds the rule.
+fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed) -> LineResult {
     let v = ctx.opts.version.major();
-    let mut p = Parsed::default();
     // A warning that does not stop parsing (hostssl without ssl, hostgssenc without gss).
     let mut soft_err: Option<String> = None;
     let mut fields = tl.fields();
@@ -786,12 +787,12 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
             };
             let name = &t.text[..eq];
             let val = &t.text[eq + 1..];
-            match parse_option(&mut p, name, val, ctx) {
+            match parse_option(p, name, val, ctx) {
                 Ok(()) => {}
                 Err(OptErr::Shown(m)) => fail!(m),
                 Err(OptErr::Silent(m)) => {
                     return LineResult {
-                        parsed: None,
+                        ok: false,
                         silent: soft_err.is_none(),
                         err: Some(soft_err.unwrap_or(m)),
                     };
@@ -873,7 +874,7 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>) -> LineResult {
         }
     }
     LineResult {
-        parsed: Some(p),
+        ok: true,
         err: soft_err,
         silent: false,
     }
@@ -1352,14 +1353,15 @@ impl<'a> RowBuilder<'a> {
             row.error = Some(e.clone());
             return row;
         }
-        let res = parse_line(tl, &self.ctx);
+        let mut p = Parsed::default();
+        let res = parse_line(tl, &self.ctx, &mut p);
         if res.err.is_none() || res.silent {
             self.rule_number += 1;
             row.rule_number = Some(self.rule_number);
         }
         row.error = res.err;
         row.view_hides_error = res.silent;
-        if let Some(p) = res.parsed {
+        if res.ok {
             let options = render_options(&p);
             row.rule = Some(HbaRule {
                 conn_type: p.conn_type.unwrap_or(ConnType::Host),

@@ -302,22 +302,29 @@ impl<'a> Tokenizer<'a> {
                 err = Some("authentication file line too long".into());
             }
             let line: &[u8] = &raw.content;
-            let mut toks: Toks<'_> = SmallVec::new();
-            let mut ends: SmallVec<[u32; 12]> = SmallVec::new();
+            // built in place: the line's tokens are not moved again
+            let mut tl = TokLine {
+                file: file_path.clone(),
+                line_number: raw.line_number,
+                toks: SmallVec::new(),
+                ends: SmallVec::new(),
+                err,
+            };
             let mut pos = 0usize;
-            while pos < line.len() && err.is_none() {
-                let before = toks.len();
-                self.next_field(file, line, &mut pos, depth, &mut toks, &mut err);
-                if toks.len() > before {
-                    ends.push(toks.len() as u32);
+            while pos < line.len() && tl.err.is_none() {
+                let before = tl.toks.len();
+                self.next_field(file, line, &mut pos, depth, &mut tl.toks, &mut tl.err);
+                if tl.toks.len() > before {
+                    tl.ends.push(tl.toks.len() as u32);
                 }
             }
-            if ends.is_empty() && err.is_none() {
+            if tl.ends.is_empty() && tl.err.is_none() {
                 continue;
             }
-            if err.is_none() && self.version.has_includes() && ends.len() == 2 {
-                let first = toks[0].text.to_vec();
-                let second = toks[ends[0] as usize].text.to_vec();
+            let mut err = tl.err.take();
+            if err.is_none() && self.version.has_includes() && tl.ends.len() == 2 {
+                let first = tl.toks[0].text.to_vec();
+                let second = tl.toks[tl.ends[0] as usize].text.to_vec();
                 let handled = match first.as_slice() {
                     b"include" => {
                         self.include_file(file, &second, depth + 1, false, out, &mut err);
@@ -337,13 +344,8 @@ impl<'a> Tokenizer<'a> {
                     continue;
                 }
             }
-            out(&TokLine {
-                file: file_path.clone(),
-                line_number: raw.line_number,
-                toks,
-                ends,
-                err,
-            });
+            tl.err = err;
+            out(&tl);
         }
         self.stack.pop();
         self.cur_line.pop();
