@@ -121,6 +121,18 @@ enum Next<'a> {
     TooLong,
 }
 
+/// Bytes that end an unquoted token or need the slow path: blanks, comma, `#`, quote.
+static STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b',' as usize] = true;
+    t[b'#' as usize] = true;
+    t[b'"' as usize] = true;
+    t
+};
+
 /// `next_token`: read one token at `*pos` of `line` (which has no NUL bytes).
 fn next_token<'a>(line: &'a [u8], pos: &mut usize, max: Option<usize>) -> Next<'a> {
     let get = |i: usize| -> u8 { line.get(i).copied().unwrap_or(0) };
@@ -134,14 +146,11 @@ fn next_token<'a>(line: &'a [u8], pos: &mut usize, max: Option<usize>) -> Next<'
     // Fast path: an unquoted token is a slice of the line.
     {
         let start = *pos - 1;
-        let mut end = start;
-        while end < line.len() {
-            let b = line[end];
-            if blank(b) || b == b',' || b == b'#' || b == b'"' {
-                break;
-            }
-            end += 1;
-        }
+        let end = start
+            + line[start..]
+                .iter()
+                .position(|&b| STOP[b as usize])
+                .unwrap_or(line.len() - start);
         let stop = line.get(end).copied().unwrap_or(0);
         // at or over the limit the slow path decides (a terminating comma counts)
         let fits = max.is_none_or(|m| end - start < m);
