@@ -21,6 +21,7 @@ pub mod exporter;
 pub mod fail2ban;
 pub mod incident;
 pub mod offsite;
+pub mod hba;
 pub mod output;
 pub mod sandbox;
 pub mod tls;
@@ -70,6 +71,8 @@ pub enum Task {
     Offsite(offsite::Args),
     /// Server certificates: probe a live server's TLS, inspect files, issue, renew.
     Tls(tls::Args),
+    /// pg_hba.conf: rules as the server reads them, lint, explain, edit, apply.
+    Hba(Box<hba::Args>),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -157,6 +160,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Tls(args) => {
             init_logging(args.global.verbose);
             finish(tls::run(args))
+        }
+        Task::Hba(args) => {
+            init_logging(args.global.verbose);
+            finish(hba::run(*args))
         }
     }
 }

@@ -1,0 +1,284 @@
+//! Applying an edit to a live server's pg_hba.conf, safely:
+//!
+//! 1. take an exclusive lock (`<file>.costplus.lock`): concurrent editors serialise;
+//! 2. read the current file and apply the edit through the [`Document`];
+//! 3. check the new bytes offline ([`read_rules`]): a file the server would refuse is never
+//!    written;
+//! 4. keep a timestamped backup of the current file next to it;
+//! 5. write atomically (temp, fsync, rename, fsync dir) with the old owner and mode;
+//! 6. ask the server, through `pg_hba_file_rules`, whether it reads the new file without
+//!    error; if not, put the old file back;
+//! 7. `pg_reload_conf()` and wait until `pg_conf_load_time()` advances; if it does not, put
+//!    the old file back and reload again.
+//!
+//! Plan mode ([`plan`]) computes the unified diff and touches nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::{Document, EditError, Error, ReadOptions, Severity, SystemEnv, read_rules};
+
+/// Options of [`apply`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApplyOptions {
+    /// The file (the server's `hba_file`).
+    pub hba_path: PathBuf,
+    /// How the server reads (version, ssl).
+    pub read: ReadOptions,
+    /// Where backups go (default: beside the file).
+    pub backup_dir: Option<PathBuf>,
+    /// Reload the server after a validated write (else only write and validate).
+    pub reload: bool,
+    /// How long to wait for the reload to be confirmed.
+    pub reload_timeout: Duration,
+}
+
+impl ApplyOptions {
+    /// Defaults for a file: backups beside it, reload, 10 s timeout.
+    pub fn new(hba_path: impl Into<PathBuf>, read: ReadOptions) -> Self {
+        ApplyOptions {
+            hba_path: hba_path.into(),
+            read,
+            backup_dir: None,
+            reload: true,
+            reload_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What [`apply`] or [`plan`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    /// The file.
+    pub path: PathBuf,
+    /// The bytes changed.
+    pub changed: bool,
+    /// Unified diff of the change (empty when unchanged).
+    pub diff: String,
+    /// Backup of the previous file (when written).
+    pub backup: Option<PathBuf>,
+    /// The new file was written.
+    pub written: bool,
+    /// The server confirmed the file through `pg_hba_file_rules`.
+    pub validated_by_server: bool,
+    /// The reload was confirmed.
+    pub reloaded: bool,
+}
+
+fn lock_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".costplus.lock");
+    PathBuf::from(s)
+}
+
+fn read_current(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        message: crate::EnvError::from_io(&e).message,
+    })
+}
+
+fn offline_check(bytes: &[u8], opts: &ApplyOptions) -> Result<(), Error> {
+    let set = read_rules(bytes, &opts.hba_path, &opts.read, &SystemEnv);
+    let errors: Vec<String> = set
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            path: opts.hba_path.clone(),
+            errors,
+        })
+    }
+}
+
+/// Compute the edit and its diff without touching anything.
+pub fn plan(
+    opts: &ApplyOptions,
+    edit: impl FnOnce(&mut Document) -> Result<(), EditError>,
+) -> Result<ApplyReport, Error> {
+    let old = read_current(&opts.hba_path)?;
+    let mut doc = Document::parse(&old);
+    edit(&mut doc)?;
+    let new = doc.to_bytes();
+    offline_check(&new, opts)?;
+    let name = opts.hba_path.display().to_string();
+    Ok(ApplyReport {
+        path: opts.hba_path.clone(),
+        changed: new != old,
+        diff: crate::unified_diff(&old, &new, &name, &format!("{name} (new)")),
+        backup: None,
+        written: false,
+        validated_by_server: false,
+        reloaded: false,
+    })
+}
+
+fn write_like(path: &Path, bytes: &[u8], like: &costplus_fs::WriteOptions) -> Result<(), Error> {
+    costplus_fs::write_atomic(path, bytes, like).map_err(|source| Error::Fs {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Rows of `pg_hba_file_rules` the server refuses: an error, or a row of NULLs (a line only
+/// logged as invalid, e.g. `clientcert=1`).
+async fn server_errors(client: &tokio_postgres::Client) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT line_number, coalesce(error, 'invalid line (see the server log)') \
+             FROM pg_hba_file_rules WHERE error IS NOT NULL OR type IS NULL ORDER BY line_number",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Server {
+            action: "reading pg_hba_file_rules",
+            message: e.to_string(),
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let line: Option<i32> = r.get(0);
+            let msg: String = r.get(1);
+            format!("line {}: {msg}", line.unwrap_or(0))
+        })
+        .collect())
+}
+
+async fn load_time(client: &tokio_postgres::Client) -> Result<String, Error> {
+    let row = client
+        .query_one("SELECT pg_conf_load_time()::text", &[])
+        .await
+        .map_err(|e| Error::Server {
+            action: "reading pg_conf_load_time()",
+            message: e.to_string(),
+        })?;
+    Ok(row.get(0))
+}
+
+async fn reload(client: &tokio_postgres::Client, timeout: Duration) -> Result<bool, Error> {
+    let before = load_time(client).await?;
+    let ok: bool = client
+        .query_one("SELECT pg_reload_conf()", &[])
+        .await
+        .map_err(|e| Error::Server {
+            action: "pg_reload_conf()",
+            message: e.to_string(),
+        })?
+        .get(0);
+    if !ok {
+        return Ok(false);
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if load_time(client).await? != before {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Apply `edit` to the file under an exclusive lock; see the module docs for the steps.
+/// `client` is a superuser connection to the server that reads the file (`None`: write and
+/// check offline only, no server validation and no reload).
+pub async fn apply(
+    client: Option<&tokio_postgres::Client>,
+    opts: &ApplyOptions,
+    edit: impl FnOnce(&mut Document) -> Result<(), EditError>,
+) -> Result<ApplyReport, Error> {
+    let path = &opts.hba_path;
+    let lock_file = lock_path(path);
+    let _lock = costplus_fs::LockFile::acquire(&lock_file).map_err(|source| Error::Fs {
+        action: "locking",
+        path: lock_file.clone(),
+        source,
+    })?;
+    let old = read_current(path)?;
+    let mut doc = Document::parse(&old);
+    edit(&mut doc)?;
+    let new = doc.to_bytes();
+    let name = path.display().to_string();
+    let mut report = ApplyReport {
+        path: path.clone(),
+        changed: new != old,
+        diff: crate::unified_diff(&old, &new, &name, &format!("{name} (new)")),
+        backup: None,
+        written: false,
+        validated_by_server: false,
+        reloaded: false,
+    };
+    if !report.changed {
+        return Ok(report);
+    }
+    offline_check(&new, opts)?;
+    let like = costplus_fs::WriteOptions::like(path).map_err(|source| Error::Fs {
+        action: "reading owner and mode of",
+        path: path.clone(),
+        source,
+    })?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pg_hba.conf".into());
+    let backup_dir = opts
+        .backup_dir
+        .clone()
+        .or_else(|| path.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let backup = backup_dir.join(format!("{file_name}.costplus-backup.{stamp}"));
+    write_like(&backup, &old, &like)?;
+    report.backup = Some(backup);
+    write_like(path, &new, &like)?;
+    report.written = true;
+    let Some(client) = client else {
+        return Ok(report);
+    };
+    let restore = || write_like(path, &old, &like);
+    match server_errors(client).await {
+        Ok(errors) if errors.is_empty() => {}
+        Ok(errors) => {
+            restore()?;
+            return Err(Error::RefusedByServer {
+                path: path.clone(),
+                errors,
+            });
+        }
+        Err(e) => {
+            restore()?;
+            return Err(e);
+        }
+    }
+    report.validated_by_server = true;
+    if !opts.reload {
+        return Ok(report);
+    }
+    match reload(client, opts.reload_timeout).await {
+        Ok(true) => {
+            report.reloaded = true;
+            Ok(report)
+        }
+        Ok(false) => {
+            restore()?;
+            let _ = reload(client, opts.reload_timeout).await;
+            Err(Error::ReloadNotConfirmed {
+                path: path.clone(),
+                message: "pg_conf_load_time() did not advance".into(),
+            })
+        }
+        Err(e) => {
+            restore()?;
+            let _ = reload(client, opts.reload_timeout).await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Findings with stable ids and severities.
+//!
+//! | id | severity | what |
+//! |---|---|---|
+//! | HBA001 | error | a line the server refuses (the whole file is then refused) |
+//! | HBA002 | warning | reading problems that do not refuse the file (NUL bytes, skipped includes) |
+//! | HBA010 | error | `trust` on a network line |
+//! | HBA011 | error | `password` (clear text) on a network line |
+//! | HBA012 | warning | `md5` on a network line |
+//! | HBA020 | warning (error with a weak method) | `host`/`hostnossl` line accepting logins without TLS |
+//! | HBA030 | error | `0.0.0.0/0`, `::/0` or `all` with `trust`, `password` or `md5` |
+//! | HBA040 | warning | rule that can never match: an earlier rule always wins (shadowed) |
+//! | HBA041 | warning | duplicate of an earlier rule |
+//! | HBA042 | error | customer (managed block or named-database) rule after a catch-all rule |
+//! | HBA050 | warning | no final `reject` rule for network connections |
+//! | HBA060 | info | IPv4-only rule without an IPv6 twin |
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::rules::{AddressSpec, AuthMethod, ConnType, HbaRule, RuleRow};
+use crate::{RuleSet, Severity};
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable id (`HBA0NN`).
+    pub id: &'static str,
+    /// Severity.
+    pub severity: Severity,
+    /// File.
+    pub file_name: String,
+    /// Line (`None` for the file as a whole).
+    pub line_number: Option<u32>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn covers_type(a: ConnType, b: ConnType) -> bool {
+    a == b || (a == ConnType::Host && b != ConnType::Local)
+}
+
+fn covers_tokens(a: &[crate::Token], b: &[crate::Token], keyword_all: bool) -> bool {
+    if keyword_all && a.iter().any(|t| t.is_keyword("all")) {
+        return !b.iter().any(|t| t.is_keyword("replication"));
+    }
+    b.iter().all(|t| a.contains(t))
+}
+
+fn covers_addr(a: &Option<AddressSpec>, b: &Option<AddressSpec>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(AddressSpec::All), Some(_)) => true,
+        (
+            Some(AddressSpec::Ip { addr: aa, mask: am }),
+            Some(AddressSpec::Ip { addr: ba, mask: bm }),
+        ) => match (aa, am, ba, bm) {
+            (IpAddr::V4(aa), IpAddr::V4(am), IpAddr::V4(ba), IpAddr::V4(bm)) => {
+                let (aa, am, ba, bm) = (
+                    u32::from(*aa),
+                    u32::from(*am),
+                    u32::from(*ba),
+                    u32::from(*bm),
+                );
+                am & bm == am && aa & am == ba & am
+            }
+            (IpAddr::V6(aa), IpAddr::V6(am), IpAddr::V6(ba), IpAddr::V6(bm)) => {
+                let (aa, am, ba, bm) = (
+                    u128::from(*aa),
+                    u128::from(*am),
+                    u128::from(*ba),
+                    u128::from(*bm),
+                );
+                am & bm == am && aa & am == ba & am
+            }
+            _ => false,
+        },
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether every connection `b` matches is matched by `a` (so `b` after `a` is dead).
+fn covers(a: &HbaRule, b: &HbaRule) -> bool {
+    covers_type(a.conn_type, b.conn_type)
+        && covers_tokens(&a.databases, &b.databases, true)
+        && covers_tokens(&a.users, &b.users, true)
+        && covers_addr(&a.address, &b.address)
+}
+
+fn is_catch_all(r: &HbaRule) -> bool {
+    r.databases.iter().any(|t| t.is_keyword("all"))
+        && r.users.iter().any(|t| t.is_keyword("all"))
+        && r.address.as_ref().is_none_or(AddressSpec::is_catch_all)
+}
+
+fn is_ipv4(r: &HbaRule) -> bool {
+    matches!(
+        r.address,
+        Some(AddressSpec::Ip {
+            addr: IpAddr::V4(_),
+            ..
+        })
+    )
+}
+
+fn is_ipv6(r: &HbaRule) -> bool {
+    matches!(
+        r.address,
+        Some(AddressSpec::Ip {
+            addr: IpAddr::V6(_),
+            ..
+        })
+    )
+}
+
+/// Lint a file: `customer_lines` are the line numbers of customer rules (the managed
+/// block); when empty, rules naming specific databases count as customer rules.
+pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let f = |id, severity, row: &RuleRow, message: String| Finding {
+        id,
+        severity,
+        file_name: row.file_name.to_string(),
+        line_number: Some(row.line_number),
+        message,
+    };
+    for d in &set.diagnostics {
+        let (id, sev) = if d.severity == Severity::Error {
+            ("HBA001", Severity::Error)
+        } else {
+            ("HBA002", Severity::Warning)
+        };
+        out.push(Finding {
+            id,
+            severity: sev,
+            file_name: d.file.display().to_string(),
+            line_number: d.line,
+            message: d.message.clone(),
+        });
+    }
+    let rules: Vec<(&RuleRow, &HbaRule)> = set.rules().collect();
+    let mut catch_all_seen: Option<u32> = None;
+    for (i, (row, r)) in rules.iter().enumerate() {
+        let net = r.conn_type.is_network();
+        if net {
+            match r.method {
+                AuthMethod::Trust => out.push(f(
+                    "HBA010",
+                    Severity::Error,
+                    row,
+                    "trust on a network line: anyone who reaches the port logs in without a password".into(),
+                )),
+                AuthMethod::Password => out.push(f(
+                    "HBA011",
+                    Severity::Error,
+                    row,
+                    "password sends the password in clear text; use scram-sha-256".into(),
+                )),
+                AuthMethod::Md5 => out.push(f(
+                    "HBA012",
+                    Severity::Warning,
+                    row,
+                    "md5 accepts MD5 password hashes; use scram-sha-256".into(),
+                )),
+                _ => {}
+            }
+            if matches!(r.conn_type, ConnType::Host | ConnType::HostNoSsl)
+                && r.method != AuthMethod::Reject
+            {
+                let sev = if r.method.is_weak() {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                };
+                out.push(f(
+                    "HBA020",
+                    sev,
+                    row,
+                    format!(
+                        "{} accepts logins without TLS; use hostssl",
+                        r.conn_type.as_str()
+                    ),
+                ));
+            }
+            if r.method.is_weak() && r.address.as_ref().is_some_and(AddressSpec::is_catch_all) {
+                out.push(f(
+                    "HBA030",
+                    Severity::Error,
+                    row,
+                    format!(
+                        "{} from every address ({})",
+                        r.method.as_str(),
+                        row.address().unwrap_or_else(|| "all".into())
+                    ),
+                ));
+            }
+        }
+        // shadowed / duplicate
+        if let Some((prow, _)) = rules[..i].iter().find(|(_, p)| covers(p, r)) {
+            let dup = rules[..i].iter().find(|(_, p)| {
+                p.conn_type == r.conn_type
+                    && p.databases == r.databases
+                    && p.users == r.users
+                    && p.address == r.address
+                    && p.method == r.method
+                    && p.options == r.options
+            });
+            match dup {
+                Some((drow, _)) => out.push(f(
+                    "HBA041",
+                    Severity::Warning,
+                    row,
+                    format!("duplicate of line {}", drow.line_number),
+                )),
+                None => out.push(f(
+                    "HBA040",
+                    Severity::Warning,
+                    row,
+                    format!(
+                        "can never match: line {} matches every connection this rule would",
+                        prow.line_number
+                    ),
+                )),
+            }
+        }
+        let is_customer = if customer_lines.is_empty() {
+            r.databases.iter().all(|t| {
+                t.quoted
+                    || !matches!(
+                        t.text.as_slice(),
+                        b"all" | b"replication" | b"sameuser" | b"samerole" | b"samegroup"
+                    )
+            })
+        } else {
+            customer_lines.contains(&row.line_number)
+        };
+        if is_customer
+            && net
+            && let Some(l) = catch_all_seen
+        {
+            out.push(f(
+                "HBA042",
+                Severity::Error,
+                row,
+                format!("customer rule after the catch-all rule on line {l}"),
+            ));
+        }
+        if net && is_catch_all(r) && catch_all_seen.is_none() {
+            catch_all_seen = Some(row.line_number);
+        }
+        if is_ipv4(r) {
+            let twin = rules.iter().any(|(_, o)| {
+                is_ipv6(o)
+                    && o.conn_type == r.conn_type
+                    && o.databases == r.databases
+                    && o.users == r.users
+                    && o.method == r.method
+            });
+            if !twin {
+                out.push(f(
+                    "HBA060",
+                    Severity::Info,
+                    row,
+                    "IPv4 rule without an IPv6 twin (same type, databases, users, method)".into(),
+                ));
+            }
+        }
+    }
+    // missing final reject
+    let net_rules: Vec<&(&RuleRow, &HbaRule)> = rules
+        .iter()
+        .filter(|(_, r)| r.conn_type.is_network())
+        .collect();
+    let ends_with_reject = |pred: &dyn Fn(&HbaRule) -> bool| {
+        net_rules
+            .iter()
+            .rev()
+            .take_while(|(_, r)| r.method == AuthMethod::Reject)
+            .any(|(_, r)| {
+                r.conn_type == ConnType::Host
+                    && r.databases.iter().any(|t| t.is_keyword("all"))
+                    && r.users.iter().any(|t| t.is_keyword("all"))
+                    && pred(r)
+            })
+    };
+    let v4 = ends_with_reject(&|r| {
+        matches!(r.address, Some(AddressSpec::All))
+            || (is_ipv4(r) && r.address.as_ref().is_some_and(AddressSpec::is_catch_all))
+    });
+    let v6 = ends_with_reject(&|r| {
+        matches!(r.address, Some(AddressSpec::All))
+            || (is_ipv6(r) && r.address.as_ref().is_some_and(AddressSpec::is_catch_all))
+    });
+    let complete = v4 && v6;
+    if !rules.is_empty() && !complete {
+        let file_name = set
+            .rows
+            .first()
+            .map(|r| r.file_name.to_string())
+            .unwrap_or_default();
+        out.push(Finding {
+            id: "HBA050",
+            severity: Severity::Warning,
+            file_name,
+            line_number: None,
+            message: "no final reject rule for network connections (e.g. `host all all 0.0.0.0/0 reject` and `host all all ::/0 reject`)".into(),
+        });
+    }
+    out.sort_by_key(|x| (x.line_number.unwrap_or(u32::MAX), x.id));
+    out
+}
