@@ -24,6 +24,12 @@ pub struct Config {
     /// How customer databases and roles are named.
     #[serde(default)]
     pub naming: NamingPolicy,
+    /// What every customer gets (connection limit, networks allowed in pg_hba.conf).
+    #[serde(default)]
+    pub customers: CustomerPolicy,
+    /// Where journals, fingerprints and run records are kept (default /var/lib/costplus).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
     /// The credential vault.
     #[serde(default)]
     pub vault: Option<costplus_vault::VaultConfig>,
@@ -118,6 +124,25 @@ fn default_role_pattern() -> String {
     "{name}_user".into()
 }
 
+/// What every customer gets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomerPolicy {
+    /// `CONNECTION LIMIT` of each customer role.
+    pub connection_limit: i32,
+    /// Client networks allowed in each customer's `hostssl` rules (IPv4 and IPv6).
+    pub allowed_networks: Vec<String>,
+}
+
+impl Default for CustomerPolicy {
+    fn default() -> Self {
+        Self {
+            connection_limit: 20,
+            allowed_networks: vec!["0.0.0.0/0".into(), "::/0".into()],
+        }
+    }
+}
+
 fn extract(pattern: &str, value: &str) -> Option<String> {
     let (prefix, suffix) = pattern.split_once("{name}")?;
     let name = value.strip_prefix(prefix)?.strip_suffix(suffix)?;
@@ -185,6 +210,13 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("/etc/costplus/costplus.toml")),
         };
         Self::load(&path)
+    }
+
+    /// The state directory (journals, fingerprints, run records).
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/costplus"))
     }
 
     /// Serialise back to TOML.

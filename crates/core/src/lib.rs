@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod customer;
 pub mod exporter;
 pub mod fail2ban;
 pub mod incident;
@@ -53,6 +54,12 @@ pub enum Error {
     /// A PostgreSQL cluster or connection error.
     #[error(transparent)]
     Pg(#[from] costplus_pgcluster::Error),
+    /// The vault refused or failed.
+    #[error(transparent)]
+    Vault(#[from] costplus_vault::Error),
+    /// pg_hba.conf could not be read, edited or applied.
+    #[error(transparent)]
+    Hba(#[from] costplus_hba::Error),
     /// An input or option is not acceptable; the message names it.
     #[error("{0}")]
     Invalid(String),

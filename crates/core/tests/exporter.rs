@@ -32,6 +32,8 @@ fn config_for(c: &TestCluster, dir: &std::path::Path) -> Config {
             log_file: Some(c.log_file()),
         }],
         naming: NamingPolicy::default(),
+        customers: Default::default(),
+        state_dir: None,
         vault: None,
         backup: None,
         offsite: None,

@@ -348,6 +348,8 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
             log_file: Some(cluster.log_file()),
         }],
         naming: NamingPolicy::default(),
+        customers: Default::default(),
+        state_dir: Some(layout.dir().join("state")),
         vault: Some(vault),
         backup: None,
         fail2ban: None,
