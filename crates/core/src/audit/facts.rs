@@ -325,6 +325,35 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Option<tokio_postgres::Client>>,
 {
+    let names: Vec<String> = facts.customers.iter().map(|c| c.database.clone()).collect();
+    for (db, inside) in look_inside(names, connect_db, concurrency).await {
+        if let Some(c) = facts.customers.iter_mut().find(|c| c.database == db) {
+            c.public_schema_create = Some(inside.public_create);
+            c.risky_objects = Some(inside.risky);
+        }
+    }
+}
+
+/// What one small query sees inside a customer database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inside {
+    /// PUBLIC may CREATE in schema public.
+    pub public_create: bool,
+    /// Server-side connection tools: `extension dblink`, `language plpython3u`, ...
+    pub risky: Vec<String>,
+}
+
+/// Run the inside-the-database query on every database in `dbs`, `concurrency` at a time.
+/// Databases that cannot be opened are left out of the result.
+pub async fn look_inside<F, Fut>(
+    dbs: Vec<String>,
+    connect_db: F,
+    concurrency: usize,
+) -> BTreeMap<String, Inside>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Option<tokio_postgres::Client>>,
+{
     use futures_util::StreamExt;
     const SQL: &str = "SELECT coalesce((SELECT has_schema_privilege('public', 'public', 'CREATE') \
                               WHERE EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'public')), false), \
@@ -332,35 +361,24 @@ where
                            SELECT 'extension ' || extname AS x FROM pg_extension \
                             WHERE extname IN ('dblink', 'postgres_fdw', 'file_fdw', 'adminpack') \
                            UNION ALL SELECT 'language ' || lanname FROM pg_language WHERE NOT lanpltrusted AND lanispl) s), '{}')";
-    let names: Vec<String> = facts.customers.iter().map(|c| c.database.clone()).collect();
-    /// (public schema CREATE for PUBLIC, risky objects) of one database.
-    type Inside = Option<(bool, Vec<String>)>;
-    let results: Vec<(String, Inside)> = futures_util::stream::iter(names)
+    futures_util::stream::iter(dbs)
         .map(|db| {
             let fut = connect_db(db.clone());
             async move {
                 let row = match fut.await {
-                    Some(client) => client
-                        .query_one(SQL, &[])
-                        .await
-                        .ok()
-                        .map(|r| (r.get(0), r.get(1))),
+                    Some(client) => client.query_one(SQL, &[]).await.ok().map(|r| Inside {
+                        public_create: r.get(0),
+                        risky: r.get(1),
+                    }),
                     None => None,
                 };
                 (db, row)
             }
         })
         .buffer_unordered(concurrency.max(1))
+        .filter_map(|(db, row)| async move { row.map(|r| (db, r)) })
         .collect()
-        .await;
-    for (db, row) in results {
-        if let (Some(c), Some((create, risky))) =
-            (facts.customers.iter_mut().find(|c| c.database == db), row)
-        {
-            c.public_schema_create = Some(create);
-            c.risky_objects = Some(risky);
-        }
-    }
+        .await
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<String, String> {

@@ -5,7 +5,7 @@
 //!   or a role A belongs to), A's membership in B's role, A's SUPERUSER / CREATEROLE /
 //!   BYPASSRLS, dangerous predefined roles, and server-side connection tools in A's database
 //!   (dblink, postgres_fdw, untrusted languages: one small query per customer database);
-//! - pg_hba.conf read as PostgreSQL reads it (costplus-hba): a non-reject rule that matches
+//! - pg_hba.conf read as PostgreSQL reads it (costplus-hba): a non-reject network rule that matches
 //!   user A and database B, confirmed by the matcher walking the rules in order as the server
 //!   does;
 //! - live attempts: for a sample of pairs, A's real credentials against B's database must be
@@ -274,6 +274,11 @@ fn hba_violations(cat: &Catalog, set: &costplus_hba::RuleSet, regex_on: bool) ->
         else {
             continue;
         };
+        // Customers never get a shell on the server: only network rules are paths for them
+        // (server-side connection tools are reported from the catalog).
+        if ty == "local" {
+            continue;
+        }
         let users_m = if users.iter().any(|u| u == "all") {
             Matches::All
         } else {
@@ -447,26 +452,38 @@ pub struct CheckOptions {
     pub read: ReadOptions,
 }
 
-/// Connects as a customer: (customer, database, over TLS) -> whether the login succeeded.
-pub type LiveLogin<'a> = &'a (
-        dyn Fn(
-    String,
-    String,
-    bool,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-            + Sync
-    );
+/// Try a real login as `role` into `db` with the customer's password; `tls` false forces a
+/// plaintext connection. Returns whether the server let it in.
+async fn try_login(
+    server: &crate::config::ServerConfig,
+    role: &str,
+    password: &secrecy::SecretString,
+    db: &str,
+    tls: bool,
+) -> bool {
+    let Ok(mut o) = server.admin_connect_options() else {
+        return false;
+    };
+    o.user = role.into();
+    o.password = Some(password.clone());
+    o.dbname = db.into();
+    o.connect_timeout = std::time::Duration::from_secs(5);
+    if !tls {
+        o.ssl = costplus_pgcluster::connect::SslMode::Disable;
+    }
+    costplus_pgcluster::connect::connect(&o).await.is_ok()
+}
 
-/// Prove isolation. `inside` looks into each customer database for server-side connection
-/// tools (one small query each, see [`crate::audit::facts::gather_customer_dbs`]); `live`
-/// tries real logins with the customers' own credentials.
+/// Prove isolation. `risky` maps customer databases to the server-side connection tools found
+/// inside them (see [`crate::audit::facts::gather_customer_dbs`]); with a `vault`, a sample of
+/// pairs is tried live with the customers' own credentials.
 pub async fn check(
     admin: &tokio_postgres::Client,
     config: &Config,
-    server: &str,
+    server: &crate::config::ServerConfig,
     opts: &CheckOptions,
     risky: Option<BTreeMap<String, Vec<String>>>,
-    live: Option<LiveLogin<'_>>,
+    vault: Option<&costplus_vault::Vault>,
 ) -> Result<IsolationReport> {
     let started = Instant::now();
     let cat = catalog(admin, config).await?;
@@ -476,8 +493,9 @@ pub async fn check(
     violations.extend(hba_violations(&cat, &set, opts.read.version.major() >= 16));
     let analysis_ms = started.elapsed().as_millis();
     let mut results = LiveResults::default();
-    match live {
-        Some(login) if opts.live_pairs > 0 && n >= 2 => {
+    match vault {
+        Some(vault) if opts.live_pairs > 0 && n >= 2 => {
+            let secret = |c: &str| vault.get(c).ok().map(|r| r.secret);
             // A deterministic spread of pairs: (i, i+1), (i, i+n/2), ...
             let mut pairs = Vec::new();
             let mut step = 1;
@@ -493,8 +511,15 @@ pub async fn check(
             let mut sampled = BTreeSet::new();
             for (i, j) in pairs {
                 let (a, b) = (&cat.customers[i], &cat.customers[j]);
+                let Some(pw) = secret(&a.name) else {
+                    results.note = Some(format!(
+                        "no vault record for {}: pairs from it not tried",
+                        a.name
+                    ));
+                    continue;
+                };
                 results.pairs_tried += 1;
-                if login(a.name.clone(), b.db.clone(), true).await {
+                if try_login(server, &a.role, &pw, &b.db, true).await {
                     violations.push(Violation {
                         from: a.name.clone(),
                         to: b.name.clone(),
@@ -509,8 +534,9 @@ pub async fn check(
             }
             for i in sampled {
                 let a = &cat.customers[i];
+                let Some(pw) = secret(&a.name) else { continue };
                 results.plaintext_tried += 1;
-                if login(a.name.clone(), a.db.clone(), false).await {
+                if try_login(server, &a.role, &pw, &a.db, false).await {
                     violations.push(Violation {
                         from: a.name.clone(),
                         to: a.name.clone(),
@@ -526,6 +552,7 @@ pub async fn check(
         Some(_) if n < 2 => results.note = Some("fewer than two customers: no pair to try".into()),
         _ => results.note = Some("live attempts not requested".into()),
     }
+    let server = &server.name;
     violations.sort();
     violations.dedup();
     Ok(IsolationReport {

@@ -1159,3 +1159,134 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Vec<CustomerState>> {
 pub fn password_of(vault: &Vault, customer: &str) -> Result<SecretString> {
     Ok(vault.get(customer).map_err(vault_err)?.secret)
 }
+
+/// An open session on one configured server: the admin connection, the vault and what the
+/// server said about itself. What the binaries hold for one command.
+pub struct Session {
+    /// The configuration.
+    pub config: Config,
+    /// The chosen server.
+    pub server: ServerConfig,
+    /// A superuser connection.
+    pub admin: tokio_postgres::Client,
+    /// The vault of the configuration.
+    pub vault: Vault,
+    /// Discovered facts.
+    pub facts: ServerFacts,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("server", &self.server.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Connect to `server` (or the only one) of `config` and open its vault.
+    pub async fn open(
+        config: Config,
+        server: Option<&str>,
+        passphrase: Option<SecretString>,
+    ) -> Result<Self> {
+        let server = config.server(server)?.clone();
+        let vault_cfg = config.vault.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no [vault] section: customer credentials need a vault",
+                config.path.display()
+            ))
+        })?;
+        let vault = Vault::open_config(&vault_cfg, passphrase).map_err(vault_err)?;
+        let admin = costplus_pgcluster::connect::connect(&server.admin_connect_options()?).await?;
+        let facts = discover(&admin).await?;
+        Ok(Session {
+            config,
+            server,
+            admin,
+            vault,
+            facts,
+        })
+    }
+
+    /// The operation context.
+    pub fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            config: &self.config,
+            server: &self.server,
+            admin: &self.admin,
+            vault: &mut self.vault,
+            facts: self.facts.clone(),
+        }
+    }
+
+    /// Prove isolation for this server, with `live_pairs` live login attempts.
+    pub async fn isolation(&self, live_pairs: usize) -> Result<super::isolation::IsolationReport> {
+        let ctx_read = {
+            let version = PgVersion::new(self.facts.major).unwrap_or_default();
+            let mut read = ReadOptions::for_version(version);
+            read.ssl_enabled = self.facts.ssl;
+            read
+        };
+        let opts = super::isolation::CheckOptions {
+            live_pairs,
+            hba_file: self.facts.hba_file.clone(),
+            read: ctx_read,
+        };
+        // Look inside each customer database for server-side connection tools.
+        let dbs: Vec<String> = self
+            .admin
+            .query(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|d| self.config.naming.customer_of_database(d).is_some())
+            .collect();
+        let admin_opts = self.server.admin_connect_options()?;
+        let socket = self
+            .server
+            .cluster_root
+            .as_ref()
+            .map(|r| r.join("run"))
+            .filter(|p| p.is_dir());
+        let inside = crate::audit::facts::look_inside(
+            dbs,
+            |db| {
+                let mut tcp = admin_opts.clone();
+                tcp.dbname = db;
+                let local = socket.as_ref().map(|dir| {
+                    let mut o = tcp.clone();
+                    o.host = dir.to_string_lossy().into_owned();
+                    o.ssl = costplus_pgcluster::connect::SslMode::Disable;
+                    o.password = None;
+                    o
+                });
+                async move {
+                    // The socket (peer) is cheapest; fall back to the admin TCP connection.
+                    if let Some(o) = local
+                        && let Ok(c) = costplus_pgcluster::connect::connect(&o).await
+                    {
+                        return Some(c);
+                    }
+                    costplus_pgcluster::connect::connect(&tcp).await.ok()
+                }
+            },
+            8,
+        )
+        .await;
+        let risky = inside.into_iter().map(|(db, i)| (db, i.risky)).collect();
+        super::isolation::check(
+            &self.admin,
+            &self.config,
+            &self.server,
+            &opts,
+            Some(risky),
+            Some(&self.vault),
+        )
+        .await
+    }
+}
