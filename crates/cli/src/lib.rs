@@ -15,6 +15,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
+pub mod backup;
 pub mod output;
 pub mod sandbox;
 
@@ -48,6 +49,8 @@ pub struct Umbrella {
 pub enum Task {
     /// The whole system on this machine, on loopback: up, status, env, down.
     Sandbox(sandbox::SandboxArgs),
+    /// Encrypted pgBackRest backups, status, schedules and restore drills.
+    Backup(backup::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -107,6 +110,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Backup(args) => {
+            init_logging(args.global.verbose);
+            finish(backup::run(args))
         }
     }
 }

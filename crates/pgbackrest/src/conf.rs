@@ -261,6 +261,20 @@ pub fn install(cfg: &BackupConfig, text: &str, os_user: &OsUser) -> Result<bool>
     Ok(true)
 }
 
+/// Create the directories and write pgbackrest.conf with the secrets from `source`. Returns
+/// whether the file changed.
+pub fn configure(
+    cfg: &BackupConfig,
+    offsite: Option<&OffsiteConfig>,
+    target: &PgTarget,
+    source: &dyn crate::secrets::SecretSource,
+) -> Result<bool> {
+    let secrets = source.repo_secrets(cfg, offsite)?;
+    let text = render(cfg, offsite, target, &secrets)?;
+    prepare_directories(cfg, &target.os_user)?;
+    install(cfg, &text, &target.os_user)
+}
+
 fn nix_uid() -> u32 {
     OsUser::current().map(|u| u.uid).unwrap_or(0)
 }

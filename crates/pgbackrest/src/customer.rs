@@ -213,6 +213,7 @@ pub async fn run(
         ];
         let cluster = Cluster::adopt(a)?;
         cluster.start()?;
+        crate::drill::wait_accepting(&cluster, std::time::Duration::from_secs(3600))?;
         let restore_seconds = t.elapsed().as_secs_f64();
         let copied = copy_into_live(&cluster, &admin, live, opts).await;
         let _ = cluster.stop_mode("fast");

@@ -422,7 +422,10 @@ fn start_scratch(scratch: &Path, pgbr: &PgBackRest, opts: &DrillOptions) -> Resu
     for _ in 0..3 {
         let c = Cluster::adopt(a.clone())?;
         match c.start() {
-            Ok(()) => return Ok(c),
+            Ok(()) => {
+                wait_accepting(&c, std::time::Duration::from_secs(3600))?;
+                return Ok(c);
+            }
             Err(costplus_pgcluster::Error::PortInUse { .. }) => {
                 last = Some(costplus_pgcluster::Error::PortInUse { port: c.port() })
             }
@@ -432,6 +435,49 @@ fn start_scratch(scratch: &Path, pgbr: &PgBackRest, opts: &DrillOptions) -> Resu
     Err(last
         .map(Error::from)
         .unwrap_or_else(|| Error::Config("no free port".into())))
+}
+
+/// `pg_ctl start -w` returns once the postmaster is up; with `hot_standby = off` recovery
+/// may still run. Wait until a connection succeeds (recovery done, promoted), the server
+/// dies, or `timeout` passes.
+pub(crate) fn wait_accepting(c: &Cluster, timeout: std::time::Duration) -> Result<()> {
+    // On a thread of its own: the caller may be inside an async runtime.
+    std::thread::scope(|s| {
+        s.spawn(|| wait_accepting_blocking(c, timeout))
+            .join()
+            .unwrap_or_else(|_| Err(Error::Config("waiting for the server panicked".into())))
+    })
+}
+
+fn wait_accepting_blocking(c: &Cluster, timeout: std::time::Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(crate::io_err(Path::new("tokio runtime")))?;
+    loop {
+        match rt.block_on(c.connect_socket("postgres")) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if !matches!(c.status()?, costplus_pgcluster::Status::Running { .. }) {
+                    let log =
+                        std::fs::read_to_string(c.root().join("server.log")).unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+                    return Err(Error::Config(format!(
+                        "the server stopped during recovery: {e}\n{tail}"
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Config(format!(
+                        "still not accepting connections after {}s: {e}",
+                        timeout.as_secs()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 fn start_failure(e: &Error) -> String {

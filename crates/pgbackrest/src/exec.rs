@@ -112,6 +112,7 @@ pub struct PgBackRest {
     config_file: PathBuf,
     stanza: String,
     os_user: OsUser,
+    io_timeout: Option<u32>,
 }
 
 /// Output of a successful command.
@@ -135,7 +136,16 @@ impl PgBackRest {
             config_file: cfg.config_file.clone(),
             stanza: cfg.stanza.clone(),
             os_user,
+            io_timeout: None,
         }
+    }
+
+    /// The same handle with a shorter `--io-timeout` (seconds): for status queries, where an
+    /// unreachable S3 endpoint would otherwise cost pgBackRest's default of 60 seconds per file
+    /// and attempt.
+    pub fn with_io_timeout(mut self, seconds: u32) -> Self {
+        self.io_timeout = Some(seconds);
+        self
     }
 
     /// The same handle with another configuration file (a drill with other secrets).
@@ -144,6 +154,10 @@ impl PgBackRest {
         self
     }
 
+    /// The `--io-timeout` given to every command, if set.
+    pub fn io_timeout(&self) -> Option<u32> {
+        self.io_timeout
+    }
     /// The stanza.
     pub fn stanza(&self) -> &str {
         &self.stanza
@@ -177,6 +191,7 @@ impl PgBackRest {
         let mut cmd = Command::new(&self.exe);
         cmd.arg(format!("--config={}", self.config_file.display()))
             .arg(format!("--stanza={}", self.stanza))
+            .args(self.io_timeout.map(|t| format!("--io-timeout={t}")))
             .arg(command)
             .args(args)
             .env_clear()

@@ -11,10 +11,41 @@ type Other = BTreeMap<String, serde_json::Value>;
 
 /// Parse the whole output: an array of stanzas.
 pub fn parse(json: &str) -> Result<Vec<Stanza>> {
-    serde_json::from_str(json).map_err(|e| Error::Parse {
+    serde_json::from_str(&escape_controls(json)).map_err(|e| Error::Parse {
         command: "info --output=json".into(),
         message: e.to_string(),
     })
+}
+
+/// pgBackRest 2.45 copies undecodable bytes (a wrongly decrypted info file) raw into JSON
+/// strings; escape control characters inside strings so the output parses.
+fn escape_controls(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 64);
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            } else if c.is_control() {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+                continue;
+            }
+        } else if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// One stanza.

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod archiving;
+pub mod backup;
 pub mod conf;
 pub mod customer;
 pub mod drill;

@@ -68,7 +68,8 @@ pub struct RepoReport {
     pub wal_segments: Option<u64>,
     /// Holes between `archive_min` and `archive_max`.
     pub wal_gaps: Vec<WalGap>,
-    /// Bytes stored (backups and archive), from the repository listing.
+    /// Bytes stored: backups and archive from the repository listing, or (when the listing
+    /// failed) the sum of the backups' stored sizes from `info`.
     pub size_bytes: Option<u64>,
     /// Why the listing failed, if it did.
     pub listing_error: Option<String>,
@@ -118,6 +119,8 @@ pub struct StatusReport {
     pub async_errors: Vec<String>,
     /// Everything that needs attention, in words.
     pub problems: Vec<String>,
+    /// What could not be checked (not a problem by itself).
+    pub notes: Vec<String>,
 }
 
 /// The inputs of [`evaluate`] that do not come from `info`.
@@ -204,6 +207,7 @@ pub fn evaluate(
     stale_after_hours: u32,
 ) -> StatusReport {
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     let seg_size = obs
         .archiver
         .as_ref()
@@ -252,8 +256,11 @@ pub fn evaluate(
                 (Some(l.segments.len() as u64), gaps, Some(l.bytes), None)
             }
             Some(Err(e)) => {
-                problems.push(format!("repo{repo}: cannot list the repository: {e}"));
-                (None, Vec::new(), None, Some(e.clone()))
+                notes.push(format!(
+                    "repo{repo}: cannot list the repository ({e}); size estimated from backup sizes, WAL gaps not checked"
+                ));
+                let from_info = info.backups_in(repo).map(|b| b.info.repository.delta).sum();
+                (None, Vec::new(), Some(from_info), Some(e.clone()))
             }
             None => (None, Vec::new(), None, None),
         };
@@ -310,23 +317,42 @@ pub fn evaluate(
         archiver: obs.archiver.clone(),
         async_errors: obs.async_errors.clone(),
         problems,
+        notes,
     }
 }
 
 /// Run `info`, list every repository, read the archiver and the spool, and evaluate.
+///
+/// pgBackRest commands run with `--io-timeout=10` unless `pgbr` sets one: an unreachable
+/// offsite then costs seconds, not minutes.
 pub async fn gather(
     pgbr: &PgBackRest,
     cfg: &BackupConfig,
     repos: &[u32],
     client: Option<&Client>,
 ) -> Result<StatusReport> {
+    let quick;
+    let pgbr = if pgbr.io_timeout().is_some() {
+        pgbr
+    } else {
+        quick = pgbr.clone().with_io_timeout(10);
+        &quick
+    };
     let info = pgbr.info(None)?;
     let mut obs = Observations::default();
     if let Some(c) = client {
         obs.archiver = Some(archiver(c).await?);
     }
     for &repo in repos {
-        obs.listings.insert(repo, listing(pgbr, repo, &info));
+        let l = match info.repo_status(repo) {
+            // Unreachable: listing it would only wait for the same timeouts again.
+            Some(st) if st.code == 99 => Err(format!(
+                "not listed: {}",
+                crate::failure::printable(&st.message, 300)
+            )),
+            _ => listing(pgbr, repo, &info),
+        };
+        obs.listings.insert(repo, l);
     }
     obs.async_errors = async_errors(cfg);
     Ok(evaluate(
@@ -469,6 +495,7 @@ mod tests {
         let all = r.problems.join("\n");
         assert!(all.contains("repo2: status 99"), "{all}");
         assert!(all.contains("S3 endpoint"), "{all}");
+        assert!(r.notes[0].contains("repo2: cannot list"), "{:?}", r.notes);
         assert!(all.contains("1 WAL segment(s) missing"), "{all}");
         // 27 hours: stale.
         let r = evaluate(&info, &[1], &Observations::default(), 1000 + 27 * 3600, 26);

@@ -298,6 +298,8 @@ impl Cluster {
         };
         let socket = cluster.socket_dir();
         costplus_fs::create_dir_with_mode(&socket, 0o700)?;
+        // The server writes server.log into the root.
+        cluster.chown(&root)?;
         cluster.chown(&socket)?;
         let as_server = WriteOptions {
             mode: 0o600,
