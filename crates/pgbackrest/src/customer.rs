@@ -193,10 +193,10 @@ pub async fn run(
         )));
     }
 
+    // Short: the socket path under it is limited to 107 bytes.
     let scratch = opts.scratch_dir.join(format!(
-        "customer-{}-{}",
-        opts.database,
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+        "c-{}",
+        crate::drill::base36(chrono::Utc::now().timestamp_millis())
     ));
     let t = Instant::now();
     let result = async {

@@ -187,11 +187,11 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
     let mut timings = Timings::default();
     let mut set = opts.set.clone();
     let mut databases_found = Vec::new();
+    // Short: the socket path under it is limited to 107 bytes.
     let scratch = opts.scratch_dir.join(format!(
-        "{}-repo{}-{}",
-        pgbr.stanza(),
+        "r{}-{}",
         opts.repo,
-        started.format("%Y%m%dT%H%M%S%.3f")
+        base36(started.timestamp_millis())
     ));
 
     // 1. The backup set.
@@ -324,6 +324,22 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
         report.history_file = Some(write_history(dir, &report)?);
     }
     Ok(report)
+}
+
+/// A short, time-ordered name part.
+pub(crate) fn base36(n: i64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut n = n.unsigned_abs();
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The set to restore and the databases it holds, or `None` when pgBackRest chooses (target
@@ -694,6 +710,13 @@ pub fn history(dir: &Path) -> Result<Vec<serde_json::Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(36 * 36 + 35), "10z");
+        assert_eq!(base36(1_796_402_770_529).len(), 8);
+    }
 
     #[test]
     fn start_failures_point_at_missing_wal() {

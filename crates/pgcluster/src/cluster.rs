@@ -297,6 +297,13 @@ impl Cluster {
             logging_collector: false,
         };
         let socket = cluster.socket_dir();
+        let socket_len = socket.join(format!(".s.PGSQL.{port}")).as_os_str().len();
+        if socket_len > 100 {
+            return Err(Error::Config(format!(
+                "socket path under {} is too long ({socket_len} bytes, at most 100); choose a shorter directory",
+                socket.display()
+            )));
+        }
         costplus_fs::create_dir_with_mode(&socket, 0o700)?;
         // The server writes server.log into the root.
         cluster.chown(&root)?;

@@ -386,6 +386,9 @@ fn setup_backups(
         // Until the vault lands, the passphrases live in 0600 files beside the repository.
         repo1_cipher_pass_file: Some(d.join("repo1.pass")),
         repo2_cipher_pass_file: Some(d.join("repo2.pass")),
+        // Everything is local: a stopped S3 server should fail archive-push in seconds, not a
+        // minute per attempt (PostgreSQL's shutdown waits for its archiver's last attempts).
+        archive_timeout_seconds: 10,
         ..BackupConfig::default()
     };
     secrets::ensure_passphrase_file(&d.join("repo1.pass"))?;
@@ -493,11 +496,13 @@ pub fn down(dir: &Path) -> Result<bool> {
 }
 
 fn teardown(layout: &Layout) -> Result<()> {
-    s3proc::stop(layout)?;
+    // PostgreSQL first: at shutdown its archiver pushes the last WAL segments, and with the
+    // S3 server already gone each attempt would wait for pgBackRest's archive timeout.
     if layout.pg_root().join("cluster.json").exists() {
         let cluster = Cluster::open(&layout.pg_root())?;
         cluster.stop()?;
     }
+    s3proc::stop(layout)?;
     Ok(())
 }
 
