@@ -407,10 +407,10 @@ fn choose_set(
 
 fn prepare_scratch(scratch: &Path, pgbr: &PgBackRest) -> Result<()> {
     let user = pgbr.os_user();
-    if let Some(parent) = scratch.parent() {
-        if !parent.exists() {
-            costplus_fs::create_dir_with_mode(parent, 0o755)?;
-        }
+    if let Some(parent) = scratch.parent()
+        && !parent.exists()
+    {
+        costplus_fs::create_dir_with_mode(parent, 0o755)?;
     }
     for dir in [scratch.to_path_buf(), scratch.join("data")] {
         costplus_fs::create_dir_with_mode(&dir, 0o700)?;
