@@ -168,6 +168,35 @@ fn sandbox_backups_info_and_drills_on_both_repositories() {
         assert!(checks.iter().all(|c| c["ok"] == true), "{d}");
     }
 
+    // Status: both repositories fresh.
+    let st = json(&sb.backup(&["status", "--format", "json"]));
+    assert_eq!(st["ok"], true, "{st}");
+    assert_eq!(st["repos"].as_array().unwrap().len(), 2);
+    // Plans change nothing and say what they would do.
+    let plan = json(&sb.backup(&["setup", "--plan", "--format", "json"]));
+    assert!(
+        plan["archiving"]["changes"].as_array().unwrap().is_empty(),
+        "{plan}"
+    );
+    let plan = json(&sb.backup(&["run", "--type", "incr", "--plan", "--format", "json"]));
+    assert_eq!(plan["plan"].as_array().unwrap().len(), 2, "{plan}");
+    assert!(!plan.to_string().contains(pass.trim()));
+    // Timers, installed into a directory of our choice.
+    let units = sb.dir.join("units");
+    let sched = json(&sb.backup(&[
+        "schedule",
+        "--install",
+        "--dir",
+        units.to_str().unwrap(),
+        "--incr",
+        "daily 12:00",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(sched["installed"].as_array().unwrap().len(), 4, "{sched}");
+    let timer = std::fs::read_to_string(units.join("costplus-backup-full.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=*-*-* 02:00:00"), "{timer}");
+
     // A drill that fails exits 3: repo1 loses its backup.info (and the copy).
     for f in ["backup.info", "backup.info.copy"] {
         std::fs::remove_file(repo1.join("backup/main").join(f)).unwrap();

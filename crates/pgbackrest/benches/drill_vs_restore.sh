@@ -102,7 +102,7 @@ done
 mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(sum(v)/len(v))" "$@"; }
 B=$(mean "${BARE[@]}"); D=$(mean "${DRILL[@]}")
 RATIO=$(python3 -c "print($D / $B)")
-LAST=$("$BACKUP" history --format json | python3 -c 'import json,sys; r=json.load(sys.stdin)[-1]; print(json.dumps(r["timings"]))')
+LAST=$("$BACKUP" history --format json | python3 -c 'import json,sys; r=json.load(sys.stdin)[-1]; print(json.dumps(r["timings"])); [print("  ", c["name"], c["status"], c["detail"][:120]) for c in r["checks"]]')
 printf 'scale %s, database %s MiB\n' "$SCALE" "$((SIZE / 1024 / 1024))"
 printf 'backup throughput: repo1 %s MB/s, repo2 %s MB/s\n' "${MBPS[1]}" "${MBPS[2]}"
 printf 'bare restore+start: %.2fs   drill total: %.2fs   ratio %.3f (target <= 1.2)\n' "$B" "$D" "$RATIO"

@@ -103,7 +103,7 @@ pub async fn apply(client: &Client, cfg: &BackupConfig) -> Result<ArchivingRepor
             .await
             .map_err(pg_err("pg_reload_conf()"))?;
         // The reload is asynchronous; give the postmaster a moment before asking.
-        for _ in 0..20 {
+        for _ in 0..100 {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             report.pending_restart = pending_restart(client).await?;
             if !report.restart_needed || !report.pending_restart.is_empty() {

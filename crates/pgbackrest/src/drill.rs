@@ -105,6 +105,8 @@ pub struct Check {
 /// Durations in seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Timings {
+    /// Choosing the backup set (`info`).
+    pub select_seconds: f64,
     /// `pgbackrest restore`.
     pub restore_seconds: f64,
     /// Start of the scratch cluster until it accepts connections (recovery included).
@@ -113,6 +115,8 @@ pub struct Timings {
     pub rto_seconds: f64,
     /// Databases, fingerprint and amcheck.
     pub checks_seconds: f64,
+    /// Stopping and removing the scratch cluster.
+    pub cleanup_seconds: f64,
     /// Everything, cleanup included.
     pub total_seconds: f64,
 }
@@ -194,16 +198,29 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
         base36(started.timestamp_millis())
     ));
 
-    // 1. The backup set.
+    // 1. The backup set, and the databases it must hold: from the fingerprint recorded at
+    // backup time, else from the set's manifest (`info --set`).
+    let t = Instant::now();
     let mut expected: Option<Vec<String>> = None;
+    let mut fp = None;
     match choose_set(pgbr, opts) {
-        Ok(Some((label, dbs))) => {
-            run.pass(
-                "backup_set",
-                format!("repo{} set {label}, {} databases", opts.repo, dbs.len()),
-            );
+        Ok(Some(label)) => {
+            fp = fingerprint::load(&opts.fingerprint_dir, &label)?;
+            let dbs = match &fp {
+                Some(fp) => Ok(fingerprint::expected_databases(fp)),
+                None => databases_of_set(pgbr, opts.repo, &label),
+            };
+            match dbs {
+                Ok(dbs) => {
+                    run.pass(
+                        "backup_set",
+                        format!("repo{} set {label}, {} databases", opts.repo, dbs.len()),
+                    );
+                    expected = Some(dbs);
+                }
+                Err(reason) => run.fail("backup_set", reason),
+            }
             set = Some(label);
-            expected = Some(dbs);
         }
         Ok(None) => run.pass(
             "backup_set",
@@ -215,10 +232,11 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
         ),
         Err(reason) => run.fail("backup_set", reason),
     }
-    let fp = match (&set, &opts.target) {
-        (Some(label), None) => fingerprint::load(&opts.fingerprint_dir, label)?,
-        _ => None,
-    };
+    if opts.target.is_some() {
+        // The data is as of the target, not as of the backup.
+        fp = None;
+    }
+    timings.select_seconds = secs(t);
 
     let mut cluster: Option<Cluster> = None;
     if !run.failed() {
@@ -279,10 +297,17 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
         }
         timings.checks_seconds = secs(t);
     }
-    // Cleanup: the scratch cluster never outlives the drill unless asked.
+    // Cleanup: the scratch cluster never outlives the drill unless asked. It is thrown away,
+    // so it stops without a shutdown checkpoint unless it is kept.
+    let t = Instant::now();
     if scratch.exists() {
+        let mode = if opts.keep_scratch {
+            "fast"
+        } else {
+            "immediate"
+        };
         let result = match &cluster {
-            Some(c) => c.stop_mode("fast").map_err(Error::from),
+            Some(c) => c.stop_mode(mode).map_err(Error::from),
             None => stop_if_running(&scratch),
         };
         let removed = if opts.keep_scratch {
@@ -299,6 +324,7 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
             (Err(e), _) | (_, Err(e)) => run.fail("cleanup", format!("cleanup failed: {e}")),
         }
     }
+    timings.cleanup_seconds = secs(t);
     timings.total_seconds = secs(t0);
     let ok = !run.failed();
     let reason = run
@@ -342,12 +368,12 @@ pub(crate) fn base36(n: i64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// The set to restore and the databases it holds, or `None` when pgBackRest chooses (target
-/// time). `Err` is the reason the drill cannot start.
+/// The set to restore, or `None` when pgBackRest chooses (target time). `Err` is the reason
+/// the drill cannot start.
 fn choose_set(
     pgbr: &PgBackRest,
     opts: &DrillOptions,
-) -> std::result::Result<Option<(String, Vec<String>)>, String> {
+) -> std::result::Result<Option<String>, String> {
     let info = pgbr.info(Some(opts.repo)).map_err(|e| format!("{e}"))?;
     if let Some(st) = info.repo_status(opts.repo)
         && st.code != 0
@@ -362,38 +388,41 @@ fn choose_set(
             kind.next_step()
         ));
     }
-    let label = match (&opts.set, &opts.target) {
+    let no_backup = || {
+        format!(
+            "repo{} holds no backup\nnext step: {}",
+            opts.repo,
+            crate::FailureKind::NoBackup.next_step()
+        )
+    };
+    match (&opts.set, &opts.target) {
         (Some(s), _) => {
             if !info.backups_in(opts.repo).any(|b| &b.label == s) {
                 return Err(format!("repo{} has no backup set {s}", opts.repo));
             }
-            s.clone()
+            Ok(Some(s.clone()))
         }
         (None, Some(_)) => {
             if info.backups_in(opts.repo).next().is_none() {
-                return Err(format!(
-                    "repo{} holds no backup\nnext step: {}",
-                    opts.repo,
-                    crate::FailureKind::NoBackup.next_step()
-                ));
+                return Err(no_backup());
             }
-            return Ok(None);
+            Ok(None)
         }
         (None, None) => match info.latest(opts.repo, None) {
-            Some(b) => b.label.clone(),
-            None => {
-                return Err(format!(
-                    "repo{} holds no backup\nnext step: {}",
-                    opts.repo,
-                    crate::FailureKind::NoBackup.next_step()
-                ));
-            }
+            Some(b) => Ok(Some(b.label.clone())),
+            None => Err(no_backup()),
         },
-    };
-    let detail = pgbr
-        .info_set(opts.repo, &label)
-        .map_err(|e| format!("{e}"))?;
-    let dbs = detail
+    }
+}
+
+/// The databases in a backup set's manifest.
+fn databases_of_set(
+    pgbr: &PgBackRest,
+    repo: u32,
+    label: &str,
+) -> std::result::Result<Vec<String>, String> {
+    let detail = pgbr.info_set(repo, label).map_err(|e| format!("{e}"))?;
+    Ok(detail
         .backup
         .iter()
         .find(|b| b.label == label)
@@ -401,8 +430,7 @@ fn choose_set(
         .unwrap_or_default()
         .into_iter()
         .map(|d| d.name)
-        .collect();
-    Ok(Some((label, dbs)))
+        .collect())
 }
 
 fn prepare_scratch(scratch: &Path, pgbr: &PgBackRest) -> Result<()> {
