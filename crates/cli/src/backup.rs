@@ -28,7 +28,7 @@ use costplus_pgcluster::connect::ConnectOptions;
 
 use crate::output::{Format, print_json};
 
-/// Arguments of `costplus-backup` (and `costplus backup`).
+/// Encrypted pgBackRest backups (repo1 local, repo2 offsite), status, schedules and restore drills.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     #[command(flatten)]

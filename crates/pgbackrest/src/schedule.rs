@@ -8,7 +8,10 @@
 //! ```
 //! use costplus_pgbackrest::schedule::Slot;
 //! let s: Slot = "mon-sat 02:00,14:30".parse().unwrap();
-//! assert_eq!(s.on_calendar(), "Mon,Tue,Wed,Thu,Fri,Sat *-*-* 02:00:00,14:30:00");
+//! assert_eq!(
+//!     s.on_calendar(),
+//!     ["Mon,Tue,Wed,Thu,Fri,Sat *-*-* 02:00:00", "Mon,Tue,Wed,Thu,Fri,Sat *-*-* 14:30:00"]
+//! );
 //! assert_eq!(s.cron_lines(), ["0 2 * * 1,2,3,4,5,6", "30 14 * * 1,2,3,4,5,6"]);
 //! ```
 
@@ -90,18 +93,13 @@ impl std::str::FromStr for Slot {
 }
 
 impl Slot {
-    /// systemd `OnCalendar=` value.
-    pub fn on_calendar(&self) -> String {
-        let times = self
-            .times
-            .iter()
-            .map(|(h, m)| format!("{h:02}:{m:02}:00"))
-            .collect::<Vec<_>>()
-            .join(",");
-        if self.days.len() == 7 {
-            format!("*-*-* {times}")
+    /// systemd `OnCalendar=` values, one per time of day (systemd accepts a list of hours
+    /// only for a shared minute, so each time gets its own line).
+    pub fn on_calendar(&self) -> Vec<String> {
+        let days = if self.days.len() == 7 {
+            String::new()
         } else {
-            let days = self
+            let list = self
                 .days
                 .iter()
                 .map(|d| {
@@ -110,8 +108,12 @@ impl Slot {
                 })
                 .collect::<Vec<_>>()
                 .join(",");
-            format!("{days} *-*-* {times}")
-        }
+            format!("{list} ")
+        };
+        self.times
+            .iter()
+            .map(|(h, m)| format!("{days}*-*-* {h:02}:{m:02}:00"))
+            .collect()
     }
 
     /// cron time fields (`minute hour * * weekdays`), one line per time.
@@ -243,12 +245,15 @@ pub fn systemd_units(plan: &Plan, how: &Invocation) -> Vec<UnitFile> {
                  [Unit]\n\
                  Description=costplus {k} backup schedule\n\n\
                  [Timer]\n\
-                 OnCalendar={}\n\
+                 {}\
                  Persistent=true\n\
                  Unit=costplus-backup-{k}.service\n\n\
                  [Install]\n\
                  WantedBy=timers.target\n",
                 slot.on_calendar()
+                    .iter()
+                    .map(|c| format!("OnCalendar={c}\n"))
+                    .collect::<String>()
             ),
         });
     }
@@ -296,7 +301,7 @@ mod tests {
 
     fn check(text: &str, expect: std::result::Result<&str, &str>) {
         match (text.parse::<Slot>(), expect) {
-            (Ok(s), Ok(cal)) => assert_eq!(s.on_calendar(), cal, "{text}"),
+            (Ok(s), Ok(cal)) => assert_eq!(s.on_calendar().join(" | "), cal, "{text}"),
             (Err(e), Err(msg)) => assert!(e.to_string().contains(msg), "{text}: {e}"),
             (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
         }
@@ -307,6 +312,7 @@ mod tests {
         check("daily 02:00", Ok("*-*-* 02:00:00"));
         check("sun 03:15", Ok("Sun *-*-* 03:15:00"));
         check("mon,wed,fri 1:05", Ok("Mon,Wed,Fri *-*-* 01:05:00"));
+        check("daily 14:00,08:30", Ok("*-*-* 08:30:00 | *-*-* 14:00:00"));
         check("sat-sun 02:00", Err("earlier to a later"));
         check("daily 24:00", Err("out of range"));
         check("daily", Err("two words"));

@@ -17,14 +17,26 @@ fn check(full: &str, diff: Option<&str>, incr: Option<&str>, next_has: &str) {
     let units = systemd_units(&plan, &how);
     assert_eq!(units.len(), plan.entries.len() * 2);
     for (kind, slot) in &plan.entries {
-        let expr = slot.on_calendar();
+        for expr in slot.on_calendar() {
+            check_one(&units, *kind, &expr, next_has);
+        }
+    }
+}
+
+fn check_one(
+    units: &[costplus_pgbackrest::schedule::UnitFile],
+    kind: costplus_pgbackrest::BackupType,
+    expr: &str,
+    next_has: &str,
+) {
+    {
         let timer = units
             .iter()
             .find(|u| u.name == format!("costplus-backup-{}.timer", kind.as_str()))
             .unwrap();
         assert!(timer.contents.contains(&format!("OnCalendar={expr}\n")));
         let out = Command::new(require_tool("systemd-analyze"))
-            .args(["calendar", &expr])
+            .args(["calendar", expr])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -35,7 +47,7 @@ fn check(full: &str, diff: Option<&str>, incr: Option<&str>, next_has: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(text.contains("Next elapse:"), "{text}");
-        if *kind == costplus_pgbackrest::BackupType::Full {
+        if kind == costplus_pgbackrest::BackupType::Full {
             assert!(text.contains(next_has), "{expr}: {text}");
         }
     }
