@@ -90,14 +90,18 @@ drill_once() {
   echo "$out" | sed -n 's/.*"total_seconds": \([0-9.]*\).*/\1/p'
 }
 
-echo "== restore: bare vs drill ($ROUNDS rounds, alternating)" >&2
+echo "== restore: bare vs drill ($ROUNDS rounds, order alternating)" >&2
+# One warm-up of each so that no round pays for a cold repository alone.
+bare_once >/dev/null; drill_once >/dev/null
 BARE=(); DRILL=()
 for i in $(seq "$ROUNDS"); do
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  b=$(bare_once); BARE+=("$b")
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  d=$(drill_once); DRILL+=("$d")
-  echo "round $i: bare ${b}s, drill ${d}s" >&2
+  if [ $((i % 2)) = 1 ]; then
+    b=$(bare_once); d=$(drill_once)
+  else
+    d=$(drill_once); b=$(bare_once)
+  fi
+  BARE+=("$b"); DRILL+=("$d")
+  echo "round $i: bare ${b}s, drill ${d}s, ratio $(python3 -c "print(round($d / $b, 3))")" >&2
 done
 mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(sum(v)/len(v))" "$@"; }
 B=$(mean "${BARE[@]}"); D=$(mean "${DRILL[@]}")
