@@ -215,3 +215,16 @@ fn sandbox_backups_info_and_drills_on_both_repositories() {
         "{d}"
     );
 }
+
+#[test]
+fn help_is_stable() {
+    for args in [&["--help"][..], &["drill", "--help"][..]] {
+        let out = Command::new(workspace_bin("costplus-backup"))
+            .args(args)
+            .env_remove("COSTPLUS_CONFIG")
+            .env("COLUMNS", "100")
+            .output()
+            .unwrap();
+        insta::assert_snapshot!(args.join("_").replace("--", ""), ok(&out));
+    }
+}
