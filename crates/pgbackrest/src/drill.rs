@@ -288,12 +288,13 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
     }
     if let Some(c) = &cluster {
         let t = Instant::now();
+        // pg_amcheck runs beside the in-process checks (it is the long one).
+        let amcheck = opts.amcheck.then(|| spawn_amcheck(c));
         databases_found = check_databases(c, expected.as_deref(), &mut run).await;
         check_fingerprint(c, fp.as_ref(), &opts.target, &databases_found, &mut run).await;
-        if opts.amcheck {
-            check_amcheck(c, &mut run);
-        } else {
-            run.skip("amcheck", "not requested".into());
+        match amcheck {
+            Some(child) => finish_amcheck(child, &mut run),
+            None => run.skip("amcheck", "not requested".into()),
         }
         timings.checks_seconds = secs(t);
     }
@@ -650,7 +651,7 @@ async fn check_fingerprint(
     }
 }
 
-fn check_amcheck(c: &Cluster, run: &mut Run) {
+fn spawn_amcheck(c: &Cluster) -> std::io::Result<std::process::Child> {
     let mut cmd = c.command("pg_amcheck");
     cmd.arg("--all")
         .arg("--install-missing")
@@ -661,8 +662,14 @@ fn check_amcheck(c: &Cluster, run: &mut Run) {
         .arg(c.port().to_string())
         .arg("-U")
         .arg(c.superuser())
-        .stdin(std::process::Stdio::null());
-    match cmd.output() {
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.spawn()
+}
+
+fn finish_amcheck(child: std::io::Result<std::process::Child>, run: &mut Run) {
+    match child.and_then(|c| c.wait_with_output()) {
         Ok(out) if out.status.success() => run.pass(
             "amcheck",
             "pg_amcheck --all: no corruption in heap or B-tree pages".into(),

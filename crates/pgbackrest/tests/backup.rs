@@ -371,3 +371,45 @@ fn an_offsite_outage_does_not_stop_postgres_shows_in_status_and_catches_up() {
         std::thread::sleep(Duration::from_secs(2));
     }
 }
+
+#[test]
+fn a_drill_to_a_target_time_restores_that_moment() {
+    let rig = Rig::new(false);
+    rig.sql(
+        "postgres",
+        "CREATE TABLE t AS SELECT generate_series(1, 10) AS x",
+    );
+    rig.backup(BackupType::Full, 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.sql("postgres", "INSERT INTO t SELECT generate_series(11, 25)");
+    let target: String = block_on(async {
+        let c = rig.pg.connect().await;
+        c.query_one("SELECT now()::text", &[]).await.unwrap().get(0)
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    rig.sql("postgres", "DELETE FROM t");
+    rig.pgbr.check().unwrap();
+    let mut opts = rig.drill_options(1);
+    opts.target = Some(target.clone());
+    opts.keep_scratch = true;
+    let report = rig.drill(&rig.pgbr, &opts);
+    assert!(report.ok, "{report:#?}");
+    let fp = report
+        .checks
+        .iter()
+        .find(|c| c.name == "fingerprint")
+        .unwrap();
+    assert_eq!(fp.status, CheckStatus::Skip, "{report:#?}");
+    // The rows of that moment: inserted after the backup, deleted after the target.
+    let scratch = Cluster::open(&report.scratch).unwrap();
+    scratch.start().unwrap();
+    let n: i64 = block_on(async {
+        let c = scratch.connect_socket("postgres").await.unwrap();
+        c.query_one("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    scratch.destroy().unwrap();
+    assert_eq!(n, 25, "as of {target}");
+}
