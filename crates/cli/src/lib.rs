@@ -22,6 +22,7 @@ pub mod fail2ban;
 pub mod hba;
 pub mod incident;
 pub mod offsite;
+pub mod backup;
 pub mod output;
 pub mod sandbox;
 pub mod tls;
@@ -73,6 +74,8 @@ pub enum Task {
     Tls(tls::Args),
     /// pg_hba.conf: rules as the server reads them, lint, explain, edit, apply.
     Hba(Box<hba::Args>),
+    /// Encrypted pgBackRest backups, status, schedules and restore drills.
+    Backup(backup::Args),
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -164,6 +167,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Hba(args) => {
             init_logging(args.global.verbose);
             finish(hba::run(*args))
+        }
+        Task::Backup(args) => {
+            init_logging(args.global.verbose);
+            finish(backup::run(args))
         }
     }
 }

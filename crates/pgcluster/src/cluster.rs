@@ -80,6 +80,38 @@ impl ClusterOptions {
     }
 }
 
+/// How to adopt an existing (restored) data directory: see [`Cluster::adopt`].
+#[derive(Debug, Clone)]
+pub struct AdoptOptions {
+    /// Directory whose `data/` holds the data directory; `run/`, `server.log` and
+    /// `cluster.json` are created beside it.
+    pub root: PathBuf,
+    /// TCP port; `None` picks a free one.
+    pub port: Option<u16>,
+    /// The OS user that runs the server (must own `data/`); default as for [`Cluster::create`].
+    pub os_user: Option<OsUser>,
+    /// The superuser of the data directory (default `postgres`).
+    pub superuser: String,
+    /// Binaries to use; default [`PgBin::locate`].
+    pub bin: Option<PgBin>,
+    /// Extra settings appended last (value as written in the file, quoted if needed).
+    pub settings: Vec<(String, String)>,
+}
+
+impl AdoptOptions {
+    /// Defaults for the data directory `<root>/data`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            port: None,
+            os_user: None,
+            superuser: "postgres".into(),
+            bin: None,
+            settings: Vec::new(),
+        }
+    }
+}
+
 /// Whether the server is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,6 +249,125 @@ impl Cluster {
                 &WriteOptions::private(),
             )?;
         }
+        Ok(cluster)
+    }
+
+    /// Adopt a data directory that costplus did not create (a restored backup) at
+    /// `<opts.root>/data`, so it runs like any other cluster: on `opts.port` (or a free one),
+    /// as `opts.os_user`, with its socket in `<root>/run`.
+    ///
+    /// The data directory keeps its own configuration, except for a block appended to
+    /// `postgresql.auto.conf` (read last, so it wins): port, `listen_addresses`, socket
+    /// directory, `hba_file`/`ident_file` in the data directory, `ssl = off`, no logging
+    /// collector (the log goes to `<root>/server.log`), then `opts.settings`. `pg_hba.conf`
+    /// is replaced by one that admits only the superuser over the socket by peer
+    /// authentication (mapped from the server's OS user and the calling user): nothing can
+    /// reach an adopted cluster over TCP. A missing `postgresql.conf` (Debian keeps it in
+    /// `/etc`) is created empty. The server is not started.
+    pub fn adopt(opts: AdoptOptions) -> Result<Self> {
+        let bin = match opts.bin.clone() {
+            Some(b) => b,
+            None => PgBin::locate()?,
+        };
+        let os_user = match opts.os_user.clone() {
+            Some(u) => u,
+            None => default_os_user()?,
+        };
+        let root = absolute(&opts.root)?;
+        let data = root.join("data");
+        if !data.join("PG_VERSION").exists() {
+            return Err(Error::Config(format!(
+                "{} holds no data directory to adopt (no PG_VERSION)",
+                data.display()
+            )));
+        }
+        check_reachable(&root, &os_user)?;
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let cluster = Self {
+            root: root.clone(),
+            port,
+            listen: "127.0.0.1".into(),
+            superuser: opts.superuser.clone(),
+            os_user,
+            bin,
+            tls: false,
+            logging_collector: false,
+        };
+        let socket = cluster.socket_dir();
+        let socket_len = socket.join(format!(".s.PGSQL.{port}")).as_os_str().len();
+        if socket_len > 100 {
+            return Err(Error::Config(format!(
+                "socket path under {} is too long ({socket_len} bytes, at most 100); choose a shorter directory",
+                socket.display()
+            )));
+        }
+        costplus_fs::create_dir_with_mode(&socket, 0o700)?;
+        // The server writes server.log into the root.
+        cluster.chown(&root)?;
+        cluster.chown(&socket)?;
+        let as_server = WriteOptions {
+            mode: 0o600,
+            owner: Some((cluster.os_user.uid, cluster.os_user.gid)),
+        };
+        let main = data.join("postgresql.conf");
+        if !main.exists() {
+            write_atomic(
+                &main,
+                b"# Created by costplus when adopting this data directory.\n",
+                &as_server,
+            )?;
+        }
+        let hba = format!(
+            "# Written by costplus (adopted cluster): superuser over the socket only.\n\
+             local   all   {}   peer map=costplus_admin\n",
+            cluster.superuser
+        );
+        write_atomic(&data.join("pg_hba.conf"), hba.as_bytes(), &as_server)?;
+        let mut ident = format!(
+            "costplus_admin   {}   {}\n",
+            cluster.os_user.name, cluster.superuser
+        );
+        if let Ok(me) = OsUser::current()
+            && me.name != cluster.os_user.name
+        {
+            ident.push_str(&format!(
+                "costplus_admin   {}   {}\n",
+                me.name, cluster.superuser
+            ));
+        }
+        write_atomic(&data.join("pg_ident.conf"), ident.as_bytes(), &as_server)?;
+
+        const MARK: &str = "# costplus adopt: begin";
+        let auto = data.join("postgresql.auto.conf");
+        let old = std::fs::read_to_string(&auto).unwrap_or_default();
+        let mut text = match old.find(MARK) {
+            Some(i) => old[..i].to_string(),
+            None => old,
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(MARK);
+        text.push('\n');
+        let d = |p: &Path| quote(&p.to_string_lossy());
+        let mut settings: Vec<(String, String)> = vec![
+            ("port".into(), port.to_string()),
+            ("listen_addresses".into(), quote(&cluster.listen)),
+            ("unix_socket_directories".into(), d(&socket)),
+            ("hba_file".into(), d(&data.join("pg_hba.conf"))),
+            ("ident_file".into(), d(&data.join("pg_ident.conf"))),
+            ("ssl".into(), "off".into()),
+            ("logging_collector".into(), "off".into()),
+        ];
+        settings.extend(opts.settings.iter().cloned());
+        for (k, v) in &settings {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        write_atomic(&auto, text.as_bytes(), &as_server)?;
+        cluster.save_manifest()?;
         Ok(cluster)
     }
 

@@ -24,7 +24,7 @@ mod cluster;
 pub mod connect;
 
 pub use bin::PgBin;
-pub use cluster::{Cluster, ClusterOptions, Status, TlsFiles, free_port};
+pub use cluster::{AdoptOptions, Cluster, ClusterOptions, Status, TlsFiles, free_port};
 pub use costplus_fs::OsUser;
 
 use std::path::PathBuf;

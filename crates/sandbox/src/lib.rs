@@ -20,6 +20,13 @@
 //! | `pg/` | the cluster (`data/`, `run/` socket, `tls/`, `superuser.password` 0600) |
 //! | `s3/` | the S3 server: `data/<bucket>/`, `server.crt`, `server.key`, `credentials` (0600), `s3.pid`, `s3.log` |
 //! | `vault/`, `vault.key` | the credential vault (0700) and its key file (0600): `costplus-vault --config costplus.toml ...` |
+//! | `pgbackrest/` | backups: `pgbackrest.conf` (0640 root:postgres, holds the secrets), `repo1/` (encrypted local repository), `spool/`, `log/`, `lock/`, `state/` (fingerprints, drill history, drill scratch), `repo1.pass` and `repo2.pass` (0600 cipher passphrases; they move into the vault when it lands) |
+//!
+//! Backups: repo1 is local (`pgbackrest/repo1`), repo2 is the sandbox's own S3 server (bucket
+//! `costplus-offsite`, path `/pgbackrest`), both encrypted (aes-256-cbc) with their own
+//! generated passphrase (48 random bytes, base64). Archiving is on (`up` restarts the cluster
+//! once at creation for `archive_mode`) and the stanza `main` exists, so
+//! `costplus-backup run|info|drill` work right away.
 
 mod s3proc;
 
@@ -65,6 +72,9 @@ pub enum Error {
     /// The configuration could not be written or read.
     #[error(transparent)]
     Core(#[from] costplus_core::Error),
+    /// Setting up backups failed.
+    #[error("setting up backups: {0}")]
+    Backup(#[from] costplus_pgbackrest::Error),
     /// Any other I/O problem, with the path concerned.
     #[error("{path}: {source}")]
     Io {
@@ -200,6 +210,14 @@ impl Layout {
     pub fn vault_key(&self) -> PathBuf {
         self.dir.join("vault.key")
     }
+    /// pgBackRest's directory (configuration, repo1, spool, logs, state).
+    pub fn pgbackrest_dir(&self) -> PathBuf {
+        self.dir.join("pgbackrest")
+    }
+    /// Repository 1 (local, encrypted).
+    pub fn repo1(&self) -> PathBuf {
+        self.pgbackrest_dir().join("repo1")
+    }
     fn lock(&self) -> PathBuf {
         self.dir.join(".lock")
     }
@@ -320,6 +338,16 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
         message: e.to_string(),
     })?;
     s3proc::spawn(layout, &opts.s3_server_command, s3_port)?;
+    let offsite = OffsiteConfig {
+        provider: Provider::S3Compatible,
+        region: "us-east-1".into(),
+        endpoint: Some(format!("https://localhost:{s3_port}")),
+        bucket: state.bucket.clone(),
+        ca_file: Some(layout.ca_cert()),
+        credentials_file: Some(layout.s3_credentials()),
+        ..OffsiteConfig::wasabi("us-east-1", &state.bucket)
+    };
+    let backup = setup_backups(layout, &cluster, &offsite)?;
 
     // The credential vault, unlocked by a key file.
     let vault = VaultConfig {
@@ -351,18 +379,10 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
         customers: Default::default(),
         state_dir: Some(layout.dir().join("state")),
         vault: Some(vault),
-        backup: None,
+        backup: Some(backup),
         fail2ban: None,
         maintenance: None,
-        offsite: Some(OffsiteConfig {
-            provider: Provider::S3Compatible,
-            region: "us-east-1".into(),
-            endpoint: Some(format!("https://localhost:{s3_port}")),
-            bucket: state.bucket.clone(),
-            ca_file: Some(layout.ca_cert()),
-            credentials_file: Some(layout.s3_credentials()),
-            ..OffsiteConfig::wasabi("us-east-1", &state.bucket)
-        }),
+        offsite: Some(offsite),
         path: layout.config(),
     };
     let mut toml = String::from(
@@ -373,6 +393,54 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
     // Written last: its presence means the sandbox is complete.
     write_atomic(&layout.state(), text.as_bytes(), &WriteOptions::public())?;
     Ok(())
+}
+
+/// Encrypted repo1 (local) and repo2 (the sandbox S3 server), archiving on (one restart of
+/// the cluster for `archive_mode`), the stanza created and checked.
+fn setup_backups(
+    layout: &Layout,
+    cluster: &Cluster,
+    offsite: &OffsiteConfig,
+) -> Result<costplus_pgbackrest::BackupConfig> {
+    use costplus_pgbackrest::{BackupConfig, PgBackRest, archiving, conf, secrets};
+    let d = layout.pgbackrest_dir();
+    costplus_fs::create_dir_with_mode(&d, 0o755)?;
+    let cfg = BackupConfig {
+        config_file: d.join("pgbackrest.conf"),
+        repo1_path: layout.repo1(),
+        spool_path: d.join("spool"),
+        log_path: d.join("log"),
+        lock_path: d.join("lock"),
+        state_path: d.join("state"),
+        // Until the vault lands, the passphrases live in 0600 files beside the repository.
+        repo1_cipher_pass_file: Some(d.join("repo1.pass")),
+        repo2_cipher_pass_file: Some(d.join("repo2.pass")),
+        // Everything is local: a stopped S3 server should fail archive-push in seconds, not a
+        // minute per attempt (PostgreSQL's shutdown waits for its archiver's last attempts).
+        archive_timeout_seconds: 10,
+        ..BackupConfig::default()
+    };
+    secrets::ensure_passphrase_file(&d.join("repo1.pass"))?;
+    secrets::ensure_passphrase_file(&d.join("repo2.pass"))?;
+    let target = conf::PgTarget::of_cluster(cluster);
+    conf::configure(&cfg, Some(offsite), &target, &secrets::FileSecrets)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io(Path::new("tokio runtime")))?;
+    let report = rt.block_on(async {
+        let client = cluster.connect("postgres").await?;
+        Ok::<_, Error>(archiving::apply(&client, &cfg).await?)
+    })?;
+    if report.restart_needed {
+        tracing::info!("restarting the sandbox cluster for archive_mode");
+        cluster.stop()?;
+        cluster.start()?;
+    }
+    let pgbr = PgBackRest::new(&cfg, cluster.os_user().clone());
+    pgbr.stanza_create()?;
+    pgbr.check()?;
+    Ok(cfg)
 }
 
 /// What runs in the sandbox in `dir`.
@@ -425,6 +493,7 @@ pub fn env(dir: &Path) -> Result<Vec<(String, String)>> {
         ),
         ("COSTPLUS_S3_BUCKET".into(), state.bucket.clone()),
         ("COSTPLUS_S3_CA".into(), p(&layout.ca_cert())),
+        ("COSTPLUS_REPO1_PATH".into(), p(&layout.repo1())),
         ("AWS_ACCESS_KEY_ID".into(), state.s3_access_key.clone()),
         ("AWS_SECRET_ACCESS_KEY".into(), secret),
     ])
@@ -456,11 +525,13 @@ pub fn down(dir: &Path) -> Result<bool> {
 }
 
 fn teardown(layout: &Layout) -> Result<()> {
-    s3proc::stop(layout)?;
+    // PostgreSQL first: at shutdown its archiver pushes the last WAL segments, and with the
+    // S3 server already gone each attempt would wait for pgBackRest's archive timeout.
     if layout.pg_root().join("cluster.json").exists() {
         let cluster = Cluster::open(&layout.pg_root())?;
         cluster.stop()?;
     }
+    s3proc::stop(layout)?;
     Ok(())
 }
 
