@@ -16,14 +16,17 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // the CLI layer is where printing happens
 
 pub mod audit;
+pub mod backup;
 pub mod common;
+pub mod deprovision;
 pub mod exporter;
 pub mod fail2ban;
 pub mod hba;
 pub mod incident;
+pub mod isolation;
 pub mod offsite;
-pub mod backup;
 pub mod output;
+pub mod provision;
 pub mod sandbox;
 pub mod tls;
 pub mod vault;
@@ -56,8 +59,14 @@ pub struct Umbrella {
 /// The tasks of the umbrella binary.
 #[derive(Debug, Subcommand)]
 pub enum Task {
-    /// The whole system on this machine, on loopback: up, status, env, down.
+    /// The whole system on this machine, on loopback: up, status, env, down, demo.
     Sandbox(sandbox::SandboxArgs),
+    /// Create customers (one or a batch), finish or abort a half-done one, rotate, limit, list.
+    Provision(Box<provision::Args>),
+    /// Remove a customer: NOLOGIN, terminate, final dump, drop, pg_hba, archive the credentials.
+    Deprovision(deprovision::Args),
+    /// Prove that no customer can reach another's database.
+    Isolation(isolation::Args),
     /// fail2ban for the PostgreSQL port: render, install, check, attackers.
     Fail2ban(fail2ban::Args),
     /// Incident evidence in one report.
@@ -135,6 +144,18 @@ pub fn main_umbrella() -> ExitCode {
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
+        }
+        Task::Provision(args) => {
+            init_logging(args.global.verbose);
+            finish(provision::run(*args))
+        }
+        Task::Deprovision(args) => {
+            init_logging(args.global.verbose);
+            finish(deprovision::run(args))
+        }
+        Task::Isolation(args) => {
+            init_logging(args.global.verbose);
+            finish(isolation::run(args))
         }
         Task::Fail2ban(args) => {
             init_logging(args.global.verbose);

@@ -590,7 +590,7 @@ async fn batch_provisioning_uses_one_apply() {
     assert_eq!(reports.len(), 6);
     let hba = costplus_hba::Document::parse(env.hba().as_bytes());
     assert_eq!(hba.customers(), names);
-    let backups = std::fs::read_dir(env.cluster.cluster().hba_file().parent().unwrap())
+    let backups = std::fs::read_dir(env.state().join("hba/t/backups"))
         .unwrap()
         .filter(|e| {
             e.as_ref()

@@ -34,6 +34,9 @@ pub struct ApplyOptions {
     pub reload: bool,
     /// How long to wait for the reload to be confirmed.
     pub reload_timeout: Duration,
+    /// The lock file serialising editors (default: beside the file). Point it elsewhere when
+    /// the file lives in the data directory, where backups would copy the lock.
+    pub lock_file: Option<PathBuf>,
 }
 
 impl ApplyOptions {
@@ -45,6 +48,7 @@ impl ApplyOptions {
             backup_dir: None,
             reload: true,
             reload_timeout: Duration::from_secs(10),
+            lock_file: None,
         }
     }
 }
@@ -196,7 +200,7 @@ pub async fn apply(
     edit: impl FnOnce(&mut Document) -> Result<(), EditError>,
 ) -> Result<ApplyReport, Error> {
     let path = &opts.hba_path;
-    let lock_file = lock_path(path);
+    let lock_file = opts.lock_file.clone().unwrap_or_else(|| lock_path(path));
     let _lock = costplus_fs::LockFile::acquire(&lock_file).map_err(|source| Error::Fs {
         action: "locking",
         path: lock_file.clone(),

@@ -297,6 +297,19 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
         ca_pem: ca.cert_pem().to_string(),
     });
     copts.logging_collector = true;
+    // Over the network only the administrator, and customers through the managed block that
+    // provisioning adds before the final rejects: nobody else reaches any database.
+    copts.hba = Some(
+        "# TYPE  DATABASE  USER  ADDRESS  METHOD\n\
+         local   all   postgres   peer map=costplus_admin\n\
+         local   all   all   scram-sha-256\n\
+         hostssl all   postgres   127.0.0.1/32   scram-sha-256\n\
+         hostssl all   postgres   ::1/128   scram-sha-256\n\
+         # Everything else is refused, explicitly.\n\
+         host    all   all   0.0.0.0/0   reject\n\
+         host    all   all   ::/0   reject\n"
+            .to_string(),
+    );
     copts.settings = vec![
         ("log_connections".into(), "on".into()),
         ("log_disconnections".into(), "on".into()),

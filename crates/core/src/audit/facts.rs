@@ -139,7 +139,9 @@ pub struct Facts {
     pub hba_file: Option<String>,
     /// Roles or databases with `password_encryption` overridden (role/db, value).
     pub password_encryption_overrides: Vec<(String, String)>,
-    /// `pg_stat_archiver`: (archived_count, failed_count, last failure newer than last success).
+    /// `pg_stat_archiver`: (archived_count, failed_count, failing: the last attempt failed and the
+    /// last success is more than 15 minutes older, or there never was one; a single transient
+    /// failure that the next attempt fixes does not count).
     pub archiver: Option<(i64, i64, bool)>,
     /// Host facts.
     pub host: HostFacts,
@@ -306,7 +308,8 @@ pub async fn gather_catalog(
     }
     if let Ok(r) = client
         .query_one(
-            "SELECT archived_count, failed_count, coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) \
+            "SELECT archived_count, failed_count, coalesce(last_failed_time > coalesce(last_archived_time, 'epoch') \
+             AND (last_archived_time IS NULL OR last_failed_time - last_archived_time > interval '15 minutes'), false) \
              FROM pg_stat_archiver",
             &[],
         )

@@ -113,7 +113,13 @@ impl Ctx<'_> {
         let version = PgVersion::new(self.facts.major).unwrap_or_default();
         let mut read = ReadOptions::for_version(version);
         read.ssl_enabled = self.facts.ssl;
-        ApplyOptions::new(self.facts.hba_file.clone(), read)
+        let mut opts = ApplyOptions::new(self.facts.hba_file.clone(), read);
+        // Backups and the lock live in our state directory, never in the data directory
+        // (pgBackRest would copy them, and could not read a root-owned lock).
+        let dir = self.state_dir().join("hba").join(&self.server.name);
+        opts.backup_dir = Some(dir.join("backups"));
+        opts.lock_file = Some(dir.join("pg_hba.lock"));
+        opts
     }
 
     fn customer_rules(&self, n: &CustomerNames) -> Vec<RuleSpec> {
@@ -160,6 +166,9 @@ impl Ctx<'_> {
         edit: impl FnOnce(&mut costplus_hba::Document) -> Result<(), costplus_hba::EditError>,
     ) -> Result<ApplyReport> {
         let opts = self.hba_options();
+        if let Some(dir) = &opts.backup_dir {
+            costplus_fs::create_dir_with_mode(dir, 0o700)?;
+        }
         if plan_only {
             costplus_hba::plan(&opts, edit).map_err(hba_err)
         } else {
@@ -168,6 +177,45 @@ impl Ctx<'_> {
                 .map_err(hba_err)
         }
     }
+}
+
+/// A killed earlier run may leave its statement running in the server (a backend finishes
+/// `CREATE DATABASE` even when its client is gone). Before resuming, terminate our own leftover
+/// backends that touch this customer and wait until they are gone.
+async fn settle_leftovers(ctx: &Ctx<'_>, n: &CustomerNames) -> Result<()> {
+    let pattern = format!("%{}%", n.customer);
+    for _ in 0..100 {
+        let row = ctx
+            .admin
+            .query_one(
+                "SELECT count(*), count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'costplus' AND pid <> pg_backend_pid() AND state <> 'idle' AND query LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .map_err(pg)?;
+        if row.get::<_, i64>(0) == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(Error::Invalid(format!(
+        "an earlier costplus session on {} does not end; check pg_stat_activity",
+        n.customer
+    )))
+}
+
+/// One operation on a customer at a time (per server): a lock file beside the journal.
+fn lock_customer(
+    state: &std::path::Path,
+    server: &str,
+    customer: &str,
+) -> Result<costplus_fs::LockFile> {
+    let dir = state.join("journal").join(server);
+    costplus_fs::create_dir_with_mode(&dir, 0o700)?;
+    Ok(costplus_fs::LockFile::acquire(
+        &dir.join(format!("{customer}.lock")),
+    )?)
 }
 
 /// One step of a plan or a run.
@@ -257,7 +305,15 @@ pub async fn provision(
     let n = ctx.names(customer)?;
     let state = ctx.state_dir();
     let server = ctx.server.name.clone();
+    let _lock = if opts.plan {
+        None
+    } else {
+        Some(lock_customer(&state, &server, customer)?)
+    };
     let journal = Journal::load(&state, &server, customer)?;
+    if journal.is_some() && !opts.plan {
+        settle_leftovers(ctx, &n).await?;
+    }
     if let Some(j) = &journal
         && j.operation != Operation::Provision
     {
@@ -352,6 +408,8 @@ pub async fn provision(
         return Ok(report);
     }
 
+    // 0. The journal exists before anything else does, so a crash is always recognised as ours.
+    journal.save(&state)?;
     // 1. The password goes into the vault first.
     if !journal.is_done("vault-pending") {
         if record.is_none() {
@@ -596,6 +654,14 @@ pub struct AbortReport {
 pub async fn abort_provision(ctx: &mut Ctx<'_>, customer: &str, plan: bool) -> Result<AbortReport> {
     let n = ctx.names(customer)?;
     let state = ctx.state_dir();
+    let _lock = if plan {
+        None
+    } else {
+        Some(lock_customer(&state, &ctx.server.name, customer)?)
+    };
+    if !plan {
+        settle_leftovers(ctx, &n).await?;
+    }
     let Some(journal) = Journal::load(&state, &ctx.server.name, customer)? else {
         return Err(Error::Invalid(format!(
             "no provisioning of {customer} in progress: nothing to abort (use costplus-deprovision for a complete customer)"
@@ -698,7 +764,15 @@ pub async fn deprovision(
     let n = ctx.names(customer)?;
     let state = ctx.state_dir();
     let server = ctx.server.name.clone();
+    let _lock = if opts.plan {
+        None
+    } else {
+        Some(lock_customer(&state, &server, customer)?)
+    };
     let journal = Journal::load(&state, &server, customer)?;
+    if journal.is_some() && !opts.plan {
+        settle_leftovers(ctx, &n).await?;
+    }
     if let Some(j) = &journal
         && j.operation != Operation::Deprovision
     {
@@ -929,6 +1003,11 @@ pub struct RotateReport {
 pub async fn rotate(ctx: &mut Ctx<'_>, customer: &str, plan: bool) -> Result<RotateReport> {
     let n = ctx.names(customer)?;
     let state = ctx.state_dir();
+    let _lock = if plan {
+        None
+    } else {
+        Some(lock_customer(&state, &ctx.server.name, customer)?)
+    };
     let existing = Journal::load(&state, &ctx.server.name, customer)?;
     if let Some(j) = &existing
         && j.operation != Operation::Rotate
