@@ -1419,17 +1419,3 @@ mod tests {
         assert_eq!(atoi(b"-5"), -5);
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "RuleRow {} HbaRule {} Token {} AddressSpec {} Parsed {}",
-            std::mem::size_of::<super::RuleRow>(),
-            std::mem::size_of::<super::HbaRule>(),
-            std::mem::size_of::<super::Token>(),
-            std::mem::size_of::<Option<super::AddressSpec>>(),
-            std::mem::size_of::<super::Parsed>()
-        );
-    }
-}
