@@ -263,3 +263,47 @@ fn help_of_every_command() {
         );
     }
 }
+
+#[test]
+fn apply_against_a_live_server() {
+    let tc = costplus_testsupport::TestCluster::start();
+    let hba = tc.cluster().hba_file();
+    let before = std::fs::read(&hba).unwrap();
+    let root = tc.cluster().root().to_string_lossy().into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let su = tc.superuser();
+    let new = format!(
+        "local all {su} peer map=costplus_admin\nhostssl all {su} 127.0.0.1/32 scram-sha-256\nhostssl all {su} ::1/128 scram-sha-256\nhost all all 0.0.0.0/0 reject\nhost all all ::/0 reject\n"
+    );
+    let src = write(dir.path(), "new.conf", new.as_bytes());
+    // plan: the diff, nothing written
+    let out = run(&["apply", &src, "--cluster", &root, "--plan"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diff = String::from_utf8(out.stdout).unwrap();
+    assert!(diff.contains("+host all all ::/0 reject"), "{diff}");
+    assert_eq!(std::fs::read(&hba).unwrap(), before);
+    // apply: validated by the server and reloaded
+    let out = run(&["apply", &src, "--cluster", &root, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["written"], true);
+    assert_eq!(v["validated_by_server"], true);
+    assert_eq!(v["reloaded"], true);
+    assert_eq!(std::fs::read(&hba).unwrap(), new.as_bytes());
+    // a file the server refuses is never written
+    let bad = write(dir.path(), "bad.conf", b"host all all all trust bogus=1\n");
+    let out = run(&["apply", &bad, "--cluster", &root]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unrecognized authentication option name")
+    );
+    assert_eq!(std::fs::read(&hba).unwrap(), new.as_bytes());
+}

@@ -133,6 +133,40 @@ fn write_like(path: &Path, bytes: &[u8], like: &costplus_fs::WriteOptions) -> Re
     })
 }
 
+/// Write a new backup file (never overwriting one): one fsync; its directory entry is made
+/// durable by the directory fsync of the atomic write that follows (same directory) or by
+/// the caller. A crash midway leaves at worst a partial copy beside an untouched original.
+fn write_backup(path: &Path, bytes: &[u8], like: &costplus_fs::WriteOptions) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source: std::io::Error| Error::Fs {
+        action: "writing the backup",
+        path: path.to_path_buf(),
+        source: costplus_fs::Error::Io {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(like.mode)
+        .open(path)
+        .map_err(io)?;
+    f.set_permissions(std::fs::Permissions::from_mode(like.mode))
+        .map_err(io)?;
+    if let Some((uid, gid)) = like.owner {
+        costplus_fs::chown(path, uid, gid).map_err(|source| Error::Fs {
+            action: "setting the owner of the backup",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
 /// Rows of `pg_hba_file_rules` the server refuses: an error, or a row of NULLs (a line only
 /// logged as invalid, e.g. `clientcert=1`).
 async fn server_errors(client: &tokio_postgres::Client) -> Result<Vec<String>, Error> {
@@ -240,7 +274,14 @@ pub async fn apply(
         .or_else(|| path.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
     let backup = backup_dir.join(format!("{file_name}.costplus-backup.{stamp}"));
-    write_like(&backup, &old, &like)?;
+    write_backup(&backup, &old, &like)?;
+    if path.parent() != Some(backup_dir.as_path()) {
+        costplus_fs::sync_dir(&backup_dir).map_err(|source| Error::Fs {
+            action: "syncing the backup directory",
+            path: backup_dir.clone(),
+            source,
+        })?;
+    }
     report.backup = Some(backup);
     write_like(path, &new, &like)?;
     report.written = true;

@@ -271,7 +271,7 @@ pub fn explain(set: &RuleSet, conn: &Connection, regex_on: bool) -> Explanation 
         return Explanation {
             decision: Some(decision),
             auth_method: Some(rule.method.as_str().to_string()),
-            options: rule.options.clone(),
+            options: rule.options.iter().map(|o| o.to_string()).collect(),
             considered,
             file_has_errors,
             notes,

@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use smallvec::SmallVec;
 
@@ -215,8 +217,9 @@ pub struct HbaRule {
     pub method: AuthMethod,
     /// Client certificate requirement.
     pub clientcert: ClientCert,
-    /// Options as the view shows them (fixed order, some hidden).
-    pub options: Vec<String>,
+    /// Options as the view shows them (fixed order, some hidden; constant texts are not
+    /// allocated).
+    pub options: SmallVec<[Cow<'static, str>; 1]>,
 }
 
 /// One row of `pg_hba_file_rules`: what the server makes of one rule line.
@@ -312,10 +315,10 @@ impl RuleRow {
         self.rule.as_ref().map(|r| r.method.as_str())
     }
     /// `options` column.
-    pub fn options(&self) -> Option<&[String]> {
-        self.rule
-            .as_ref()
-            .and_then(|r| (!r.options.is_empty()).then_some(r.options.as_slice()))
+    pub fn options(&self) -> Option<Vec<String>> {
+        self.rule.as_ref().and_then(|r| {
+            (!r.options.is_empty()).then(|| r.options.iter().map(|o| o.to_string()).collect())
+        })
     }
     /// The `error` column exactly as the view shows it.
     pub fn view_error(&self) -> Option<&str> {
@@ -339,7 +342,7 @@ impl RuleRow {
             address: self.address(),
             netmask: self.netmask(),
             auth_method: self.auth_method(),
-            options: self.options().map(<[String]>::to_vec),
+            options: self.options(),
             error: self.error.clone(),
             file_name: self.file_name.to_string(),
             rule_number: self.rule_number,
@@ -426,6 +429,8 @@ struct Parsed {
     clientcert: ClientCert,
     include_realm: bool,
     ldapscope: i32,
+    /// `map=` (common enough to keep out of the boxed options).
+    usermap: Option<Vec<u8>>,
     /// Rarely used options, allocated on first use.
     o: Option<Box<Opts>>,
 }
@@ -434,7 +439,6 @@ struct Parsed {
 #[derive(Default)]
 struct Opts {
     krb_realm: Option<Vec<u8>>,
-    usermap: Option<Vec<u8>>,
     pamservice: Option<Vec<u8>>,
     ldapserver: Option<Vec<u8>>,
     ldapport: i32,
@@ -463,7 +467,6 @@ struct Opts {
 
 const EMPTY_OPTS: Opts = Opts {
     krb_realm: None,
-    usermap: None,
     pamservice: None,
     ldapserver: None,
     ldapport: 0,
@@ -612,6 +615,14 @@ enum OptErr {
     Silent(String),
 }
 
+fn tokens_of(f: &[Tok<'_>]) -> SmallVec<[Token; 1]> {
+    if let [one] = f {
+        smallvec::smallvec![one.to_token()]
+    } else {
+        f.iter().map(Tok::to_token).collect()
+    }
+}
+
 /// Parse into `p` (a fresh `Parsed`); on success `ok` is set and `p` holds the rule.
 fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed) -> LineResult {
     let v = ctx.opts.version.major();
@@ -657,7 +668,7 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed) -> LineResult {
             }
         }
     }
-    p.databases = dbs.iter().map(Tok::to_token).collect();
+    p.databases = tokens_of(dbs);
     let Some(users) = fields.next() else {
         fail!("end-of-line before role specification");
     };
@@ -668,7 +679,7 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed) -> LineResult {
             }
         }
     }
-    p.users = users.iter().map(Tok::to_token).collect();
+    p.users = tokens_of(users);
     if ct != ConnType::Local {
         let Some(addr) = fields.next() else {
             fail!("end-of-line before IP address specification");
@@ -869,7 +880,7 @@ fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed) -> LineResult {
         if p.opts().oauth_issuer.is_none() {
             fail!("authentication method \"oauth\" requires argument \"issuer\" to be set");
         }
-        if p.opts().oauth_skip_usermap && p.opts().usermap.is_some() {
+        if p.opts().oauth_skip_usermap && p.usermap.is_some() {
             fail!("map cannot be used in combination with delegate_ident_mapping");
         }
     }
@@ -981,7 +992,7 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     },
                 ));
             }
-            p.o().usermap = Some(val.to_vec());
+            p.usermap = Some(val.to_vec());
         }
         b"clientcert" => {
             if ct != ConnType::HostSsl {
@@ -1230,26 +1241,33 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
 }
 
 /// `get_hba_options`.
-fn render_options(p: &Parsed) -> Vec<String> {
+fn render_options(p: &Parsed) -> SmallVec<[Cow<'static, str>; 1]> {
     let op = p.opts();
-    let mut o = Vec::new();
+    let mut o: SmallVec<[Cow<'static, str>; 1]> = SmallVec::new();
     let method = p.method.unwrap_or(AuthMethod::Trust);
-    let kv = |k: &str, v: &[u8]| format!("{k}={}", s(v));
+    let kv = |k: &str, v: &[u8]| -> Cow<'static, str> {
+        let v = String::from_utf8_lossy(v);
+        let mut out = String::with_capacity(k.len() + 1 + v.len());
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&v);
+        Cow::Owned(out)
+    };
     if matches!(method, AuthMethod::Gss | AuthMethod::Sspi) {
         if p.include_realm {
-            o.push("include_realm=true".into());
+            o.push(Cow::Borrowed("include_realm=true"));
         }
         if let Some(r) = &op.krb_realm {
             o.push(kv("krb_realm", r));
         }
     }
-    if let Some(m) = &op.usermap {
+    if let Some(m) = &p.usermap {
         o.push(kv("map", m));
     }
     match p.clientcert {
         ClientCert::Off => {}
-        ClientCert::VerifyCa => o.push("clientcert=verify-ca".into()),
-        ClientCert::VerifyFull => o.push("clientcert=verify-full".into()),
+        ClientCert::VerifyCa => o.push(Cow::Borrowed("clientcert=verify-ca")),
+        ClientCert::VerifyFull => o.push(Cow::Borrowed("clientcert=verify-full")),
     }
     if let Some(x) = &op.pamservice {
         o.push(kv("pamservice", x));
@@ -1259,13 +1277,13 @@ fn render_options(p: &Parsed) -> Vec<String> {
             o.push(kv("ldapserver", x));
         }
         if op.ldapport != 0 {
-            o.push(format!("ldapport={}", op.ldapport));
+            o.push(Cow::Owned(format!("ldapport={}", op.ldapport)));
         }
         if let Some(x) = &op.ldapscheme {
             o.push(kv("ldapscheme", x));
         }
         if op.ldaptls {
-            o.push("ldaptls=true".into());
+            o.push(Cow::Borrowed("ldaptls=true"));
         }
         for (k, x) in [
             ("ldapprefix", &op.ldapprefix),
@@ -1281,7 +1299,7 @@ fn render_options(p: &Parsed) -> Vec<String> {
             }
         }
         if p.ldapscope != 0 {
-            o.push(format!("ldapscope={}", p.ldapscope));
+            o.push(Cow::Owned(format!("ldapscope={}", p.ldapscope)));
         }
     }
     if method == AuthMethod::Radius {
@@ -1307,7 +1325,7 @@ fn render_options(p: &Parsed) -> Vec<String> {
             }
         }
         if op.oauth_skip_usermap {
-            o.push("delegate_ident_mapping=true".into());
+            o.push(Cow::Borrowed("delegate_ident_mapping=true"));
         }
     }
     o

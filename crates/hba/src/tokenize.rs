@@ -143,6 +143,33 @@ fn next_token<'a>(line: &'a [u8], pos: &mut usize, max: Option<usize>) -> Next<'
         c = get(*pos);
         *pos += 1;
     }
+    // Fast path: `"name"` with no quote inside, followed by a blank, comma, `#` or the end,
+    // is the slice between the quotes.
+    if c == b'"' {
+        let start = *pos;
+        if let Some(j) = memchr::memchr(b'"', &line[start..]) {
+            let close = start + j;
+            let next = line.get(close + 1).copied().unwrap_or(0);
+            let fits = max.is_none_or(|m| j < m);
+            if fits && (next == 0 || (STOP[next as usize] && next != b'"')) {
+                let text = Cow::Borrowed(&line[start..close]);
+                return match next {
+                    b',' => {
+                        *pos = close + 1;
+                        Next::Token(text, true, true)
+                    }
+                    b'#' => {
+                        *pos = line.len();
+                        Next::Token(text, true, false)
+                    }
+                    _ => {
+                        *pos = close + 1;
+                        Next::Token(text, true, false)
+                    }
+                };
+            }
+        }
+    }
     // Fast path: an unquoted token is a slice of the line.
     {
         let start = *pos - 1;
@@ -605,6 +632,79 @@ mod tests {
             }
         }
         out
+    }
+
+    /// PostgreSQL's `next_token` without our fast paths, to check them against.
+    fn reference_next_token(
+        line: &[u8],
+        pos: &mut usize,
+        max: Option<usize>,
+    ) -> Option<(Vec<u8>, bool, bool, bool)> {
+        let get = |i: usize| -> u8 { line.get(i).copied().unwrap_or(0) };
+        let blank = |c: u8| c == b' ' || c == b'\t' || c == b'\r';
+        let mut c = get(*pos);
+        *pos += 1;
+        while c != 0 && (blank(c) || c == b',') {
+            c = get(*pos);
+            *pos += 1;
+        }
+        let mut buf = Vec::new();
+        let (mut in_quote, mut was_quote, mut saw_quote, mut initial, mut comma) =
+            (false, false, false, false, false);
+        while c != 0 && (!blank(c) || in_quote) {
+            if c == b'#' && !in_quote {
+                *pos = line.len() + 1;
+                break;
+            }
+            if max.is_some_and(|m| buf.len() >= m) {
+                *pos = line.len();
+                return Some((Vec::new(), false, false, true));
+            }
+            if c == b',' && !in_quote {
+                comma = true;
+                break;
+            }
+            if c != b'"' || was_quote {
+                buf.push(c);
+            }
+            was_quote = in_quote && c == b'"' && !was_quote;
+            if c == b'"' {
+                in_quote = !in_quote;
+                saw_quote = true;
+                if buf.is_empty() {
+                    initial = true;
+                }
+            }
+            c = get(*pos);
+            *pos += 1;
+        }
+        *pos -= 1;
+        (saw_quote || !buf.is_empty()).then_some((buf, initial, comma, false))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        #[test]
+        fn fast_paths_agree_with_the_reference(
+            line in proptest::collection::vec(proptest::sample::select(vec![b'a', b'b', b' ', b'\t', b',', b'#', b'"', b'@', b'\r']), 0..24),
+            max in proptest::option::of(1usize..6),
+        ) {
+            let (mut p1, mut p2) = (0usize, 0usize);
+            loop {
+                let ours = match next_token(&line, &mut p1, max) {
+                    Next::Token(t, q, c) => Some((t.to_vec(), q, c, false)),
+                    Next::Unterminated(t, q) => Some((t.to_vec(), q, false, false)),
+                    Next::TooLong => Some((Vec::new(), false, false, true)),
+                    Next::End => None,
+                };
+                let reference = reference_next_token(&line, &mut p2, max);
+                proptest::prop_assert_eq!(&ours, &reference, "line {:?}", String::from_utf8_lossy(&line));
+                proptest::prop_assert_eq!(p1, p2);
+                if ours.is_none() || p1 >= line.len() || ours.as_ref().is_some_and(|o| o.3) {
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

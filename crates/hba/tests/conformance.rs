@@ -98,7 +98,7 @@ fn ours(row: &RuleRow) -> ViewRow {
             address,
             t(&row.netmask()),
             row.auth_method().map(|s| s.as_bytes().to_vec()),
-            row.options().map(pg_array),
+            row.options().as_deref().map(pg_array),
             row.view_error().map(|e| e.as_bytes().to_vec()),
         ],
     )

@@ -30,7 +30,7 @@ fuzz_target!(|input: (&[u8], String, String, bool)| {
                 .iter()
                 .find(|r| r.line_number as usize == lines[0] + 1)
             {
-                if let Some(db) = &row.database {
+                if let Some(db) = &row.database() {
                     if row.error.is_none() {
                         assert_eq!(
                             db,
