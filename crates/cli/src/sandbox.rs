@@ -33,6 +33,9 @@ enum SandboxCommand {
     Env,
     /// Stop everything and remove the sandbox directory.
     Down,
+    /// The whole product in one go: up, three customers, a TLS login writing data, isolation,
+    /// audit, backups to both repositories, offsite verification, a restore drill.
+    Demo,
     /// Run the sandbox's S3 server in the foreground (started by `up` in the background).
     #[command(hide = true)]
     ServeS3,
@@ -101,6 +104,67 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
                 }
                 Format::Human => println!("no sandbox in {}", args.dir.display()),
             }
+        }
+        SandboxCommand::Demo => {
+            let exe = std::env::current_exe().context("locating the costplus binary")?;
+            let dir = std::path::absolute(&args.dir)?;
+            let human = args.format == Format::Human;
+            if human {
+                println!("costplus sandbox demo in {}\n", dir.display());
+            }
+            let mut n = 0;
+            let mut progress = |s: &costplus_sandbox::demo::DemoStep| {
+                n += 1;
+                if human {
+                    let mark = if s.ok { "ok  " } else { "FAIL" };
+                    println!(
+                        "[{mark}] {n}. {} ({:.1}s)\n       $ {}\n       {}",
+                        s.title, s.seconds, s.command, s.result
+                    );
+                } else {
+                    eprintln!(
+                        "{n}. {}: {} ({:.1}s)",
+                        s.title,
+                        if s.ok { "ok" } else { "FAILED" },
+                        s.seconds
+                    );
+                }
+            };
+            let report = costplus_sandbox::demo::run(
+                &costplus_sandbox::demo::DemoOptions { dir, exe },
+                &mut progress,
+            )?;
+            match args.format {
+                Format::Json => print_json(&report)?,
+                Format::Human => {
+                    println!(
+                        "\n== summary: {} in {:.1}s",
+                        if report.ok {
+                            "every step passed"
+                        } else {
+                            "SOME STEPS FAILED"
+                        },
+                        report.total_seconds
+                    );
+                    for s in &report.steps {
+                        println!(
+                            "  {:>6.1}s  {}  {}",
+                            s.seconds,
+                            if s.ok { "ok  " } else { "FAIL" },
+                            s.title
+                        );
+                    }
+                    println!("\n== where everything is");
+                    for (k, v) in &report.places {
+                        println!("  {k:<15} {v}");
+                    }
+                }
+            }
+            return Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            });
         }
         SandboxCommand::ServeS3 => costplus_sandbox::serve_s3_foreground(&args.dir)?,
     }

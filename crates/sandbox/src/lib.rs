@@ -28,6 +28,7 @@
 //! once at creation for `archive_mode`) and the stanza `main` exists, so
 //! `costplus-backup run|info|drill` work right away.
 
+pub mod demo;
 mod s3proc;
 
 use std::path::{Path, PathBuf};
