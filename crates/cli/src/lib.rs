@@ -19,6 +19,7 @@ pub mod audit;
 pub mod backup;
 pub mod common;
 pub mod deprovision;
+pub mod docs;
 pub mod exporter;
 pub mod fail2ban;
 pub mod hba;
@@ -85,6 +86,18 @@ pub enum Task {
     Hba(Box<hba::Args>),
     /// Encrypted pgBackRest backups, status, schedules and restore drills.
     Backup(backup::Args),
+    /// Print a shell completion script for costplus.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (costplus.1 and costplus-<task>.1) into a directory.
+    Man {
+        /// Target directory.
+        #[arg(long, default_value = "man")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Set up logging to stderr: warnings by default, more with -v, `RUST_LOG` wins.
@@ -119,11 +132,9 @@ pub fn task_main<A: clap::Args + clap::FromArgMatches>(
     about: &'static str,
     run: fn(A) -> anyhow::Result<ExitCode>,
 ) -> ExitCode {
-    let cmd = A::augment_args(
-        clap::Command::new(name)
-            .version(env!("CARGO_PKG_VERSION"))
-            .about(about),
-    );
+    // The about goes on after the derive, which would put the Args struct's doc there.
+    let cmd =
+        A::augment_args(clap::Command::new(name).version(env!("CARGO_PKG_VERSION"))).about(about);
     let matches = cmd.get_matches();
     let args = A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(
@@ -141,6 +152,8 @@ pub fn task_main<A: clap::Args + clap::FromArgMatches>(
 pub fn main_umbrella() -> ExitCode {
     let cli = Umbrella::parse();
     match cli.command {
+        Task::Completions { shell } => finish(docs::completions(shell)),
+        Task::Man { out } => finish(docs::man(&out)),
         Task::Sandbox(args) => {
             init_logging(args.global.verbose);
             finish(sandbox::run(args))
