@@ -121,3 +121,25 @@ async fn provisioned_customers_are_isolated_and_leaks_are_found() {
         line.evidence
     );
 }
+
+#[tokio::test]
+async fn a_single_customer_still_gets_the_plaintext_check() {
+    let env = common::env();
+    env.with_ctx(async |ctx| {
+        customer::provision(ctx, "solo", ProvisionOptions::default())
+            .await
+            .unwrap()
+    })
+    .await;
+    let r = prove(&env, 4).await;
+    assert_eq!((r.customers, r.pairs), (1, 0));
+    assert!(r.violations.is_empty(), "{:#?}", r.violations);
+    assert_eq!(
+        (
+            r.live.pairs_tried,
+            r.live.plaintext_tried,
+            r.live.plaintext_refused
+        ),
+        (0, 1, 1)
+    );
+}

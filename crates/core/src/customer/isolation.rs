@@ -494,7 +494,7 @@ pub async fn check(
     let analysis_ms = started.elapsed().as_millis();
     let mut results = LiveResults::default();
     match vault {
-        Some(vault) if opts.live_pairs > 0 && n >= 2 => {
+        Some(vault) if opts.live_pairs > 0 && n >= 1 => {
             let secret = |c: &str| vault.get(c).ok().map(|r| r.secret);
             // A deterministic spread of pairs: (i, i+1), (i, i+n/2), ...
             let mut pairs = Vec::new();
@@ -508,7 +508,11 @@ pub async fn check(
                 }
                 step = (step * 2).max(step + 1);
             }
-            let mut sampled = BTreeSet::new();
+            if n == 1 {
+                results.note = Some("one customer: no pair to try, plaintext login tried".into());
+            }
+            // With one customer there is no pair, but its plaintext login is still tried.
+            let mut sampled: BTreeSet<usize> = if n == 1 { [0].into() } else { BTreeSet::new() };
             for (i, j) in pairs {
                 let (a, b) = (&cat.customers[i], &cat.customers[j]);
                 let Some(pw) = secret(&a.name) else {
@@ -549,7 +553,7 @@ pub async fn check(
                 }
             }
         }
-        Some(_) if n < 2 => results.note = Some("fewer than two customers: no pair to try".into()),
+        Some(_) if n == 0 => results.note = Some("no customers".into()),
         _ => results.note = Some("live attempts not requested".into()),
     }
     let server = &server.name;
