@@ -74,6 +74,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub sslrootcert: Option<PathBuf>,
     /// File holding the administrator password (must be 0600). Never put the password here.
+    /// Without it, `$PGPASSFILE` or `~/.pgpass` is used as libpq would.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// The OS user that runs the server (owner of its files).
@@ -320,6 +321,23 @@ impl ServerConfig {
             opts.password = Some(SecretString::from(
                 pw.trim_end_matches(['\n', '\r']).to_string(),
             ));
+        } else if let Some(pgpass) = pgpass_path() {
+            // Like libpq: $PGPASSFILE, else ~/.pgpass, only when private.
+            if pgpass.exists() {
+                costplus_fs::check_private(&pgpass)?;
+                let text = std::fs::read_to_string(&pgpass).map_err(|e| Error::Config {
+                    path: pgpass.clone(),
+                    message: e.to_string(),
+                })?;
+                opts.password = pgpass_lookup(
+                    &text,
+                    &self.host,
+                    self.port,
+                    &self.admin_database,
+                    &self.admin_user,
+                )
+                .map(SecretString::from);
+            }
         }
         opts.ssl = match (self.sslmode, &self.sslrootcert) {
             (ConfigSslMode::VerifyFull, Some(ca)) => SslMode::VerifyFull {
@@ -330,6 +348,61 @@ impl ServerConfig {
         };
         Ok(opts)
     }
+}
+
+fn pgpass_path() -> Option<PathBuf> {
+    std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))
+}
+
+/// Find the password for (host, port, database, user) in `.pgpass` text, as libpq does: the
+/// first line whose fields match (`*` matches anything; `\:` and `\\` are escapes).
+pub fn pgpass_lookup(
+    text: &str,
+    host: &str,
+    port: u16,
+    database: &str,
+    user: &str,
+) -> Option<String> {
+    let port = port.to_string();
+    let host = if host.starts_with('/') {
+        "localhost"
+    } else {
+        host
+    };
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut cur = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        cur.push(n);
+                    }
+                }
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+        }
+        fields.push(cur);
+        if fields.len() != 5 {
+            continue;
+        }
+        let ok = |f: &str, v: &str| f == "*" || f == v;
+        if ok(&fields[0], host)
+            && ok(&fields[1], &port)
+            && ok(&fields[2], database)
+            && ok(&fields[3], user)
+        {
+            return Some(fields[4].clone());
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -404,6 +477,20 @@ mod tests {
             role: "{name}".into(),
         };
         assert_eq!(p.customer_of_database("cust_x").as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn pgpass_matching_follows_libpq() {
+        let text = "# comment\nother:5432:*:*:nope\ndb.example.com:5433:*:postgres:pa\\:ss\\\\w\n*:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, "db.example.com", 5433, "postgres", "postgres").as_deref(),
+            Some("pa:ss\\w")
+        );
+        assert_eq!(
+            pgpass_lookup(text, "db.example.com", 5432, "postgres", "postgres").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_lookup("h:1:d:u:p\n", "h", 2, "d", "u"), None);
     }
 
     #[test]
