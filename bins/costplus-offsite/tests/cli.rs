@@ -401,6 +401,9 @@ fn snapshots() {
         "--format",
         "json",
     ]);
+    // Snapshot the bytes the binary printed: re-parsing them would make the figures depend on
+    // serde_json's float parsing, which changes with feature unification across the workspace.
     let v: serde_json::Value = serde_json::from_str(&cost).unwrap();
-    insta::assert_json_snapshot!("cost_json", v);
+    assert!(v["monthly_usd"].as_f64().unwrap() > 0.0, "{cost}");
+    insta::assert_snapshot!("cost_json", cost);
 }
