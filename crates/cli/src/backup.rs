@@ -181,19 +181,24 @@ enum Command {
     },
 }
 
-/// Everything a command needs, from the configuration.
-struct Ctx {
-    config: Config,
-    server: ServerConfig,
-    backup: BackupConfig,
-    pgbr: PgBackRest,
-    target: PgTarget,
+/// Everything a command needs, from the configuration (also used by `costplus-maintain`).
+pub(crate) struct Ctx {
+    pub(crate) config: Config,
+    pub(crate) server: ServerConfig,
+    pub(crate) backup: BackupConfig,
+    pub(crate) pgbr: PgBackRest,
+    pub(crate) target: PgTarget,
 }
 
 impl Ctx {
     fn load(args: &Args) -> anyhow::Result<Self> {
         let config = Config::discover(args.config.as_deref())?;
-        let server = config.server(args.server.as_deref())?.clone();
+        Self::from_config(config, args.server.as_deref())
+    }
+
+    /// The context of `server` (or the only server) of a loaded configuration.
+    pub(crate) fn from_config(config: Config, server: Option<&str>) -> anyhow::Result<Self> {
+        let server = config.server(server)?.clone();
         let backup = config.backup.clone().ok_or_else(|| {
             anyhow!(
                 "{}: no [backup] section; add one (see `costplus sandbox up` for an example)",
@@ -234,7 +239,7 @@ impl Ctx {
         })
     }
 
-    fn repos(&self) -> Vec<u32> {
+    pub(crate) fn repos(&self) -> Vec<u32> {
         conf::repos(self.config.offsite.as_ref())
     }
 
@@ -252,12 +257,12 @@ impl Ctx {
         Ok(())
     }
 
-    fn live(&self) -> anyhow::Result<ConnectOptions> {
+    pub(crate) fn live(&self) -> anyhow::Result<ConnectOptions> {
         Ok(self.server.admin_connect_options()?)
     }
 
     /// Keep pgbackrest.conf in line with the configuration (it is rewritten only on change).
-    fn configure(&self) -> anyhow::Result<bool> {
+    pub(crate) fn configure(&self) -> anyhow::Result<bool> {
         Ok(conf::configure(
             &self.backup,
             self.config.offsite.as_ref(),

@@ -25,6 +25,7 @@ pub mod fail2ban;
 pub mod hba;
 pub mod incident;
 pub mod isolation;
+pub mod maintain;
 pub mod offsite;
 pub mod output;
 pub mod provision;
@@ -74,6 +75,8 @@ pub enum Task {
     Incident(incident::Args),
     /// Prometheus metrics and a health endpoint for the external monitor.
     Exporter(exporter::Args),
+    /// Scheduled maintenance: daily, weekly and monthly runs with heartbeats; install timers.
+    Maintain(maintain::Args),
     /// The whole security posture in one report (text, JSON, SARIF).
     Audit(audit::Args),
     /// The encrypted credential vault: init, put, get, list, archive, rotate-key, export, ...
@@ -181,6 +184,10 @@ pub fn main_umbrella() -> ExitCode {
         Task::Exporter(args) => {
             init_logging(args.global.verbose);
             finish(exporter::run(args))
+        }
+        Task::Maintain(args) => {
+            init_logging(args.global.verbose);
+            finish(maintain::run(args))
         }
         Task::Audit(args) => {
             init_logging(args.global.verbose);

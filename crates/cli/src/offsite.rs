@@ -372,6 +372,29 @@ async fn verify(config: Option<&Path>, format: Format, v: VerifyArgs) -> anyhow:
     })
 }
 
+/// `costplus-offsite verify` with its defaults (pgBackRest's view from `[backup]`, 32 sampled
+/// objects, encryption required): the daily maintenance's offsite check.
+pub(crate) async fn verify_with_defaults(config: &Path) -> anyhow::Result<VerifyReport> {
+    let ctx = Ctx::load(Some(config))?;
+    let mut notes = Vec::new();
+    let src = PgbrSource {
+        info: None,
+        no_pgbackrest: false,
+    };
+    let info = ctx.pgbackrest_info(&src, &mut notes)?;
+    let opts = VerifyOptions {
+        stanza: ctx.config.backup.as_ref().map(|b| b.stanza.clone()),
+        sample: 32,
+        ..VerifyOptions::default()
+    };
+    let mut report = ctx
+        .client(ClientOptions::default())?
+        .verify_repo(&ctx.offsite.repo_path, info.as_deref(), &opts)
+        .await?;
+    report.warnings.extend(notes);
+    Ok(report)
+}
+
 fn print_verify(r: &VerifyReport) {
     println!(
         "{} {}/{}{}: {} objects, {} bytes, {} sampled{}",

@@ -220,6 +220,33 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("/var/lib/costplus"))
     }
 
+    /// The `[maintenance]` section, or its defaults with run records under
+    /// [`Config::state_dir`]`/maintenance`.
+    pub fn maintenance_config(&self) -> crate::maintain::MaintenanceConfig {
+        self.maintenance
+            .clone()
+            .unwrap_or_else(|| crate::maintain::MaintenanceConfig {
+                state_dir: self.state_dir().join("maintenance"),
+                ..crate::maintain::MaintenanceConfig::default()
+            })
+    }
+
+    /// pgBackRest for `server` with the `[backup]` section, run as the cluster's OS user
+    /// (`cluster_root`) or the server's `os_user`; `None` without a `[backup]` section.
+    pub fn pgbackrest(
+        &self,
+        server: &ServerConfig,
+    ) -> Result<Option<costplus_pgbackrest::PgBackRest>> {
+        let Some(backup) = &self.backup else {
+            return Ok(None);
+        };
+        let user = match &server.cluster_root {
+            Some(root) => costplus_pgcluster::Cluster::open(root)?.os_user().clone(),
+            None => costplus_fs::OsUser::by_name(&server.os_user)?,
+        };
+        Ok(Some(costplus_pgbackrest::PgBackRest::new(backup, user)))
+    }
+
     /// Serialise back to TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()

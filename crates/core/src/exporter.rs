@@ -21,7 +21,13 @@ pub struct Exporter {
     config: Config,
     ttl: Duration,
     cache: tokio::sync::Mutex<Option<(Instant, String, bool)>>,
+    /// pgBackRest's `info` is slow (it reads the repositories, one of them remote): kept for
+    /// [`BACKUP_INFO_TTL`].
+    backup_info: tokio::sync::Mutex<Option<(Instant, Option<costplus_pgbackrest::info::Stanza>)>>,
 }
+
+/// How long pgBackRest's `info` is reused between scrapes.
+pub const BACKUP_INFO_TTL: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Exporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,6 +44,7 @@ impl Exporter {
             config,
             ttl,
             cache: tokio::sync::Mutex::new(None),
+            backup_info: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -57,7 +64,21 @@ impl Exporter {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            samples.extend(metrics::collect(server, &self.config.naming, client).await);
+            samples.extend(
+                metrics::collect(
+                    server,
+                    &self.config.naming,
+                    client.as_ref().map_err(String::clone),
+                )
+                .await,
+            );
+            if let Ok(c) = &client {
+                samples.extend(metrics::certificate(&server.name, c).await);
+            }
+            // [backup] and the maintenance records belong to the one server of the file.
+            if self.config.servers.len() == 1 {
+                samples.extend(self.operations(server).await);
+            }
         }
         let up = samples
             .iter()
@@ -66,6 +87,60 @@ impl Exporter {
         let text = metrics::render(&samples);
         *cache = Some((Instant::now(), text.clone(), up));
         (text, up)
+    }
+
+    /// Backups, drills and maintenance runs: from files and pgBackRest, not from SQL.
+    async fn operations(&self, server: &crate::config::ServerConfig) -> Vec<metrics::Sample> {
+        let mut out = Vec::new();
+        if let Some(backup) = &self.config.backup {
+            let mut cached = self.backup_info.lock().await;
+            let fresh = cached
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < BACKUP_INFO_TTL);
+            if !fresh {
+                let info = match self.config.pgbackrest(server) {
+                    Ok(Some(pgbr)) => tokio::task::spawn_blocking(move || pgbr.info(None))
+                        .await
+                        .ok()
+                        .and_then(|r| {
+                            r.map_err(|e| tracing::warn!("metrics: pgbackrest info: {e}"))
+                                .ok()
+                        }),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!("metrics: pgbackrest: {e}");
+                        None
+                    }
+                };
+                *cached = Some((Instant::now(), info));
+            }
+            if let Some((_, Some(info))) = cached.as_ref() {
+                out.extend(metrics::backups(
+                    &server.name,
+                    info,
+                    chrono::Utc::now().timestamp(),
+                ));
+            }
+            match costplus_pgbackrest::drill::history(&backup.drill_history_dir()) {
+                Ok(h) => out.extend(metrics::drills(&server.name, &h)),
+                Err(e) => tracing::warn!("metrics: drill history: {e}"),
+            }
+        }
+        let dir = self.config.maintenance_config().state_dir;
+        let records: Vec<_> = [
+            crate::maintain::Period::Daily,
+            crate::maintain::Period::Weekly,
+            crate::maintain::Period::Monthly,
+        ]
+        .into_iter()
+        .filter_map(|p| crate::maintain::last_record(&dir, p).map(|r| (p, r)))
+        .collect();
+        out.extend(metrics::maintenance(
+            &server.name,
+            &records,
+            chrono::Utc::now(),
+        ));
+        out
     }
 
     async fn handle(

@@ -25,6 +25,7 @@ pub mod incident;
 pub mod maintain;
 pub mod metrics;
 pub mod pglog;
+pub mod servercert;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -63,7 +63,22 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "costplus_audit_failures",
         "gauge",
-        "Failing audit checks by severity.",
+        "Failing audit checks by severity, from the last maintenance audit.",
+    ),
+    (
+        "costplus_audit_score",
+        "gauge",
+        "Posture score (0..100) of the last maintenance audit.",
+    ),
+    (
+        "costplus_maintenance_ok",
+        "gauge",
+        "1 when the last maintenance run of the period succeeded.",
+    ),
+    (
+        "costplus_maintenance_age_seconds",
+        "gauge",
+        "Seconds since the last maintenance run of the period started.",
     ),
     (
         "costplus_scrape_duration_seconds",
@@ -113,13 +128,13 @@ fn escape_label(v: &str) -> String {
 pub async fn collect(
     server: &ServerConfig,
     naming: &NamingPolicy,
-    client: Result<tokio_postgres::Client, String>,
+    client: Result<&tokio_postgres::Client, String>,
 ) -> Vec<Sample> {
     let started = std::time::Instant::now();
     let srv = || ("server", server.name.clone());
     let mut out = Vec::new();
     let up = match client {
-        Ok(client) => match query(&client, naming, &server.name).await {
+        Ok(client) => match query(client, naming, &server.name).await {
             Ok(mut samples) => {
                 out.append(&mut samples);
                 true
@@ -205,6 +220,135 @@ async fn query(
     Ok(out)
 }
 
+/// The certificate's days left, when the server's certificate file is readable here.
+pub async fn certificate(server: &str, client: &tokio_postgres::Client) -> Vec<Sample> {
+    match crate::servercert::read(client).await {
+        Ok(c) => vec![Sample {
+            name: "costplus_certificate_days_left",
+            labels: vec![
+                ("server", server.into()),
+                ("file", c.path.to_string_lossy().into_owned()),
+            ],
+            value: c.days_left as f64,
+        }],
+        Err(e) => {
+            tracing::debug!("metrics: server certificate not read: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Seconds since the newest good backup per repository, from pgBackRest's `info`.
+pub fn backups(server: &str, info: &costplus_pgbackrest::info::Stanza, now: i64) -> Vec<Sample> {
+    let mut repos: Vec<u32> = info.repo.iter().map(|r| r.key).collect();
+    repos.sort_unstable();
+    repos
+        .into_iter()
+        .filter_map(|repo| {
+            let newest = info
+                .backups_in(repo)
+                .filter(|b| b.error != Some(true))
+                .map(|b| b.timestamp.stop)
+                .max()?;
+            Some(Sample {
+                name: "costplus_backup_age_seconds",
+                labels: vec![("server", server.into()), ("repo", repo.to_string())],
+                value: (now - newest).max(0) as f64,
+            })
+        })
+        .collect()
+}
+
+/// The last restore drill per repository (from the drill history records): result and duration.
+pub fn drills(server: &str, history: &[serde_json::Value]) -> Vec<Sample> {
+    let mut last: std::collections::BTreeMap<u64, &serde_json::Value> = Default::default();
+    for r in history {
+        if let Some(repo) = r["repo"].as_u64() {
+            last.insert(repo, r);
+        }
+    }
+    let mut out = Vec::new();
+    for (repo, r) in last {
+        let labels = vec![("server", server.to_string()), ("repo", repo.to_string())];
+        out.push(Sample {
+            name: "costplus_drill_ok",
+            labels: labels.clone(),
+            value: if r["ok"] == true { 1.0 } else { 0.0 },
+        });
+        if let Some(t) = r["timings"]["total_seconds"].as_f64() {
+            out.push(Sample {
+                name: "costplus_drill_duration_seconds",
+                labels,
+                value: t,
+            });
+        }
+    }
+    out
+}
+
+/// Maintenance runs (ok, age per period) and the audit failures of the newest run that audited.
+pub fn maintenance(
+    server: &str,
+    records: &[(crate::maintain::Period, serde_json::Value)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut newest_audit: Option<(chrono::DateTime<chrono::Utc>, &serde_json::Value)> = None;
+    for (period, r) in records {
+        let labels = vec![
+            ("server", server.to_string()),
+            ("period", period.as_str().to_string()),
+        ];
+        out.push(Sample {
+            name: "costplus_maintenance_ok",
+            labels: labels.clone(),
+            value: if r["ok"] == true { 1.0 } else { 0.0 },
+        });
+        let started = r["started_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        if let Some(t) = started {
+            out.push(Sample {
+                name: "costplus_maintenance_age_seconds",
+                labels,
+                value: (now - t).num_seconds().max(0) as f64,
+            });
+            let audit =
+                r["steps"].as_array().into_iter().flatten().find(|s| {
+                    s["name"] == "audit" && s["details"]["failures_by_severity"].is_object()
+                });
+            if let Some(a) = audit
+                && newest_audit.is_none_or(|(n, _)| t > n)
+            {
+                newest_audit = Some((t, a));
+            }
+        }
+    }
+    if let Some((_, a)) = newest_audit {
+        for sev in ["critical", "high", "medium", "low", "info"] {
+            out.push(Sample {
+                name: "costplus_audit_failures",
+                labels: vec![
+                    ("server", server.to_string()),
+                    ("severity", sev.to_string()),
+                ],
+                value: a["details"]["failures_by_severity"][sev]
+                    .as_f64()
+                    .unwrap_or(0.0),
+            });
+        }
+        if let Some(score) = a["details"]["score"].as_f64() {
+            out.push(Sample {
+                name: "costplus_audit_score",
+                labels: vec![("server", server.to_string())],
+                value: score,
+            });
+        }
+    }
+    out
+}
+
 /// Failed logins in the last hour, reading at most the last 16 MiB of the log.
 fn failed_logins_last_hour(path: &std::path::Path) -> Option<usize> {
     use std::io::{Read, Seek, SeekFrom};
@@ -243,6 +387,72 @@ mod tests {
             "# HELP costplus_up 1 when an admin connection to the server succeeds.\n# TYPE costplus_up gauge\ncostplus_up 1\n\
              # HELP costplus_connections Client sessions per database and role.\n# TYPE costplus_connections gauge\n\
              costplus_connections{database=\"a\\\"b\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn drills_keep_the_last_record_per_repository() {
+        let h = vec![
+            serde_json::json!({"repo": 1, "ok": false, "timings": {"total_seconds": 9.0}}),
+            serde_json::json!({"repo": 2, "ok": true, "timings": {"total_seconds": 4.0}}),
+            serde_json::json!({"repo": 1, "ok": true, "timings": {"total_seconds": 7.5}}),
+        ];
+        let text = render(&drills("s", &h));
+        assert!(
+            text.contains("costplus_drill_ok{server=\"s\",repo=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("costplus_drill_duration_seconds{server=\"s\",repo=\"1\"} 7.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("costplus_drill_ok{server=\"s\",repo=\"2\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn audit_failures_come_from_the_newest_run_that_audited() {
+        use crate::maintain::Period;
+        let now = chrono::Utc::now();
+        let run = |ago_h: i64, ok: bool, high: u64, score: u64| {
+            serde_json::json!({
+                "ok": ok,
+                "started_at": (now - chrono::Duration::hours(ago_h)).to_rfc3339(),
+                "steps": [{"name": "audit", "details": {"score": score, "failures_by_severity": {"high": high}}}],
+            })
+        };
+        let records = vec![
+            (
+                Period::Daily,
+                serde_json::json!({"ok": true, "started_at": now.to_rfc3339(), "steps": []}),
+            ),
+            (Period::Weekly, run(2, false, 3, 60)),
+            (Period::Monthly, run(200, true, 0, 95)),
+        ];
+        let text = render(&maintenance("s", &records, now));
+        assert!(
+            text.contains("costplus_audit_failures{server=\"s\",severity=\"high\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("costplus_audit_failures{server=\"s\",severity=\"critical\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("costplus_audit_score{server=\"s\"} 60\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("costplus_maintenance_ok{server=\"s\",period=\"weekly\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "costplus_maintenance_age_seconds{server=\"s\",period=\"monthly\"} 720000\n"
+            ),
+            "{text}"
         );
     }
 }
