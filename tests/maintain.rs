@@ -257,6 +257,32 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
     assert_eq!(failed["heartbeat"]["result"], "withheld_run_failed");
     assert_eq!(seen.lock().unwrap().len(), 2, "a failed run pinged");
 
+    // Weekly: the failed login just made shows in the log review; the audit ran.
+    let env = sb.env();
+    let bad = Command::new(require_tool("psql"))
+        .env_clear()
+        .envs(&env)
+        .env("PGUSER", "no_such_role")
+        .env("PGPASSWORD", "wrong")
+        .args(["-XAtqc", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let out = sb.maintain(&config, &["weekly"]);
+    let weekly: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let review = step(&weekly, "log-review");
+    assert_eq!(review["status"], "ok", "{review:#}");
+    assert!(
+        review["details"]["total_failures"].as_u64().unwrap() >= 1,
+        "{review:#}"
+    );
+    assert!(
+        step(&weekly, "audit")["details"]["score"]
+            .as_u64()
+            .is_some()
+    );
+    assert_eq!(weekly["heartbeat"]["result"], "not_configured");
+
     // Monthly: a restore drill from each repository, the certificate, the audit.
     let out = sb.maintain(&config, &["monthly"]);
     let monthly: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
