@@ -17,6 +17,7 @@
 //! ```
 
 pub mod audit;
+pub mod checklist;
 pub mod config;
 pub mod customer;
 pub mod exporter;
@@ -25,6 +26,7 @@ pub mod incident;
 pub mod maintain;
 pub mod metrics;
 pub mod pglog;
+pub mod status;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
