@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod checklist;
 pub mod common;
 pub mod deprovision;
 pub mod docs;
@@ -30,6 +31,7 @@ pub mod offsite;
 pub mod output;
 pub mod provision;
 pub mod sandbox;
+pub mod status;
 pub mod tls;
 pub mod vault;
 
@@ -79,6 +81,10 @@ pub enum Task {
     Maintain(maintain::Args),
     /// The whole security posture in one report (text, JSON, SARIF).
     Audit(audit::Args),
+    /// The pre-launch checklist, each item checked live, with the command that fixes it.
+    Checklist(checklist::Args),
+    /// The one-screen morning summary: server, TLS, backups, offsite, customers, bans.
+    Status(status::Args),
     /// The encrypted credential vault: init, put, get, list, archive, rotate-key, export, ...
     Vault(Box<vault::Args>),
     /// The Wasabi/S3 offsite: verify repo2, ship artefacts, the monthly cost.
@@ -192,6 +198,14 @@ pub fn main_umbrella() -> ExitCode {
         Task::Audit(args) => {
             init_logging(args.global.verbose);
             finish(audit::run(args))
+        }
+        Task::Checklist(args) => {
+            init_logging(args.global.verbose);
+            finish(checklist::run(args))
+        }
+        Task::Status(args) => {
+            init_logging(args.global.verbose);
+            finish(status::run(args))
         }
         Task::Vault(args) => {
             init_logging(args.global.verbose);

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod audit;
+pub mod checklist;
 pub mod config;
 pub mod customer;
 pub mod exporter;
@@ -26,6 +27,7 @@ pub mod maintain;
 pub mod metrics;
 pub mod pglog;
 pub mod servercert;
+pub mod status;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

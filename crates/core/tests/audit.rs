@@ -7,15 +7,23 @@
 use std::collections::BTreeSet;
 
 use costplus_core::audit::{self, Area, Facts, Status};
-use costplus_core::config::NamingPolicy;
+use costplus_core::config::{Config, ConfigSslMode, NamingPolicy, ServerConfig};
+use std::os::unix::fs::PermissionsExt;
+
 use costplus_testsupport::TestCluster;
+use costplus_tls::issue::ServerCertRequest;
 use serde_json::json;
 
+// Customers reach only their own database, over TLS; the administrator reaches everything.
 const HARDENED_HBA: &str = "\
 local   all   postgres   peer map=costplus_admin
 local   all   all        scram-sha-256
-hostssl all   all        127.0.0.1/32   scram-sha-256
-hostssl all   all        ::1/128        scram-sha-256
+hostssl all     postgres  127.0.0.1/32   scram-sha-256
+hostssl all     postgres  ::1/128        scram-sha-256
+hostssl acme_db acme_user 127.0.0.1/32   scram-sha-256
+hostssl acme_db acme_user ::1/128        scram-sha-256
+hostssl beta_db beta_user 127.0.0.1/32   scram-sha-256
+hostssl beta_db beta_user ::1/128        scram-sha-256
 host    all   all        0.0.0.0/0      reject
 host    all   all        ::/0           reject
 ";
@@ -39,22 +47,47 @@ fn backup_facts(age_hours: f64) -> serde_json::Value {
     })
 }
 
+/// The configuration an operator would write for this cluster (no [backup] section).
+fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
+    let cluster = c.cluster();
+    let server = ServerConfig {
+        name: "t".into(),
+        host: cluster.listen().into(),
+        port: c.port(),
+        admin_user: c.superuser().into(),
+        admin_database: "postgres".into(),
+        sslmode: ConfigSslMode::VerifyFull,
+        sslrootcert: Some(c.ca_file()),
+        password_file: Some(cluster.password_file()),
+        os_user: cluster.os_user().name.clone(),
+        cluster_root: Some(cluster.root().to_path_buf()),
+        log_file: Some(c.log_file()),
+    };
+    let config = Config {
+        servers: vec![server.clone()],
+        naming: NamingPolicy::default(),
+        customers: Default::default(),
+        state_dir: None,
+        vault: None,
+        backup: None,
+        offsite: None,
+        fail2ban: None,
+        maintenance: None,
+        path: cluster.root().join("costplus.toml"),
+    };
+    (config, server)
+}
+
+/// Everything the audit gathers, as `costplus-audit` does (catalog, inside the databases,
+/// host, and the extra facts from the leaf crates).
 async fn facts_of(c: &TestCluster) -> Facts {
-    let admin = c.connect().await;
-    let mut f = audit::facts::gather_catalog(&admin, "t", &NamingPolicy::default())
-        .await
-        .unwrap();
-    let cluster = c.cluster().clone();
-    audit::facts::gather_customer_dbs(
-        &mut f,
-        |db| {
-            let cluster = cluster.clone();
-            async move { cluster.connect_socket(&db).await.ok() }
-        },
-        4,
-    )
-    .await;
-    f
+    let (config, server) = config_of(c);
+    audit::gather(&config, &server, true).await.unwrap()
+}
+
+fn status_of(report: &audit::AuditReport, id: &str) -> (Status, String) {
+    let c = report.checks.iter().find(|c| c.id == id).unwrap();
+    (c.status, c.evidence.clone())
 }
 
 /// The failing ids of the areas the catalog decides (host facts depend on the machine).
@@ -106,6 +139,23 @@ async fn hardened_cluster_has_no_failing_check() {
     make_customer(&admin, "beta", true).await;
     admin.batch_execute("SELECT pg_switch_wal()").await.unwrap();
     let mut f = facts_of(&c).await;
+    // No [backup] section: the backup checks cannot see anything (unknown, never pass). Real
+    // pgBackRest repositories are audited in `backups_come_from_pgbackrest_and_the_drill_record`.
+    assert!(
+        f.extra["backup"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no [backup] section")
+    );
+    assert_eq!(
+        audit::evaluate(&f)
+            .checks
+            .iter()
+            .filter(|c| c.id.starts_with("BAK-00") && c.id != "BAK-006")
+            .map(|c| c.status)
+            .collect::<Vec<_>>(),
+        vec![Status::Unknown; 5]
+    );
     f.extra.insert("backup".into(), backup_facts(3.0));
     assert_eq!(f.customers.len(), 2, "{:?}", f.customers);
     let report = audit::evaluate(&f);
@@ -119,6 +169,18 @@ async fn hardened_cluster_has_no_failing_check() {
     for c in report.checks.iter().filter(|c| c.status == Status::Pass) {
         assert!(!c.evidence.is_empty(), "{} passed without evidence", c.id);
     }
+    // The extra facts were gathered for real: certificate file, key file, probe, lint, proof.
+    for id in [
+        "TLS-004", "TLS-005", "TLS-006", "TLS-007", "TLS-008", "TLS-009", "AUTH-012", "ROLE-012",
+    ] {
+        let (st, ev) = status_of(&report, id);
+        assert_eq!(st, Status::Pass, "{id}: {ev}");
+    }
+    assert_eq!(f.extra["tls_certificate"]["source"], "file");
+    assert_eq!(f.extra["tls_probe"]["protocols"]["TLSv1.0"], "refused");
+    assert_eq!(f.extra["tls_probe"]["protocols"]["TLSv1.3"], "accepted");
+    assert_eq!(f.extra["isolation"]["customers"], 2);
+    assert!(status_of(&report, "ROLE-012").1.contains("2 customers"));
 }
 
 #[tokio::test]
@@ -126,6 +188,8 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     let c = TestCluster::builder()
         .hba(WEAK_HBA)
         .setting("ssl_min_protocol_version", "'TLSv1'")
+        // OpenSSL 3 refuses TLS 1.0/1.1 above security level 0: let the server really accept them.
+        .setting("ssl_ciphers", "'DEFAULT:@SECLEVEL=0'")
         .setting("log_connections", "off")
         .setting("log_disconnections", "on")
         .setting("archive_mode", "on")
@@ -147,7 +211,8 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     f.extra.insert("backup".into(), backup_facts(50.0)); // stale repo1 backup
     let report = audit::evaluate(&f);
     let expected: BTreeSet<&str> = [
-        "TLS-002", "AUTH-003", "AUTH-005", "AUTH-007", "LOG-001", "ROLE-003", "ROLE-007", "BAK-001",
+        "TLS-002", "TLS-009", "AUTH-003", "AUTH-005", "AUTH-007", "AUTH-012", "LOG-001",
+        "ROLE-003", "ROLE-007", "ROLE-012", "BAK-001",
     ]
     .into();
     assert_eq!(
@@ -162,6 +227,34 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     assert!(by("ROLE-007").evidence.contains("weak_db"));
     assert!(by("AUTH-003").evidence.contains("legacy"));
     assert_eq!(by("AUTH-005").locations[0].line, Some(3));
+    // The probe saw the old protocols on the wire; the lint points at the trust line; the
+    // isolation proof names PUBLIC's CONNECT on weak_db and the all/all hostssl line.
+    assert!(
+        by("TLS-009").evidence.contains("TLSv1.0"),
+        "{}",
+        by("TLS-009").evidence
+    );
+    assert!(by("TLS-009").evidence.contains("TLSv1.1"));
+    assert!(
+        by("AUTH-012").evidence.contains("HBA010 line 3"),
+        "{}",
+        by("AUTH-012").evidence
+    );
+    assert!(by("AUTH-012").locations.iter().any(|l| l.line == Some(3)));
+    let violations = f.extra["isolation"]["violations"].as_array().unwrap();
+    assert!(
+        violations
+            .iter()
+            .any(|v| v["kind"] == "public-connect" && v["to"] == "weak"),
+        "{violations:?}"
+    );
+    // Still true on the certificate side.
+    assert_eq!(
+        by("TLS-004").status,
+        Status::Pass,
+        "{}",
+        by("TLS-004").evidence
+    );
     assert!(report.score < 100);
     assert!(report.fails_at(audit::Severity::High));
     assert!(!report.raise_score.is_empty());
@@ -192,6 +285,185 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
         auth5["locations"][0]["physicalLocation"]["region"]["startLine"],
         3
     );
+}
+
+#[tokio::test]
+async fn a_certificate_about_to_expire_and_an_open_key_file_fail() {
+    let c = TestCluster::start();
+    // A certificate with 3 days left, installed and loaded; then its key file opened to the group.
+    let cert = c
+        .ca()
+        .unwrap()
+        .issue_server(&ServerCertRequest {
+            validity_days: 3,
+            ..ServerCertRequest::localhost()
+        })
+        .unwrap();
+    let admin = c.connect().await;
+    let mut files = Vec::new();
+    for name in ["ssl_cert_file", "ssl_key_file"] {
+        let v: String = admin
+            .query_one(&format!("SELECT current_setting('{name}')"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        let p = std::path::PathBuf::from(v);
+        files.push(if p.is_absolute() {
+            p
+        } else {
+            c.cluster().data_dir().join(p)
+        });
+    }
+    let (cert_file, key_file) = (files[0].clone(), files[1].clone());
+    c.write_server_file(&cert_file, cert.cert_pem.as_bytes());
+    c.write_server_file(&key_file, cert.key_pem.as_bytes());
+    c.cluster().reload().unwrap();
+    let before = facts_of(&c).await;
+    let report = audit::evaluate(&before);
+    let (st, ev) = status_of(&report, "TLS-004");
+    assert_eq!(st, Status::Fail, "{ev}");
+    assert!(ev == "2 days left" || ev == "3 days left", "{ev}");
+    assert_eq!(status_of(&report, "TLS-005").0, Status::Fail);
+    assert_eq!(status_of(&report, "TLS-008").0, Status::Pass);
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let report = audit::evaluate(&facts_of(&c).await);
+    let (st, ev) = status_of(&report, "TLS-008");
+    assert_eq!(st, Status::Fail, "{ev}");
+    assert!(ev.contains("0640"), "{ev}");
+
+    // Away from the host the certificate is read from the wire, the files not at all: what
+    // cannot be seen is unknown with the reason, never pass.
+    let (config, server) = config_of(&c);
+    let remote = audit::gather(&config, &server, false).await.unwrap();
+    let report = audit::evaluate(&remote);
+    assert_eq!(remote.extra["tls_certificate"]["source"], "probe");
+    assert_eq!(status_of(&report, "TLS-004").0, Status::Fail);
+    assert_eq!(status_of(&report, "TLS-009").0, Status::Pass);
+    for id in ["TLS-008", "AUTH-012", "ROLE-012", "BAK-001", "BAK-005"] {
+        let (st, ev) = status_of(&report, id);
+        assert_eq!(st, Status::Unknown, "{id}: {ev}");
+        assert!(!ev.is_empty());
+    }
+}
+
+/// A real pgBackRest: encrypted repo1 (posix) and repo2 (a real S3 server), backups, a drill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_come_from_pgbackrest_and_the_drill_record() {
+    use costplus_pgbackrest::conf::{self, PgTarget};
+    use costplus_pgbackrest::secrets::{FileSecrets, ensure_passphrase_file};
+    use costplus_pgbackrest::{BackupConfig, BackupType, PgBackRest, archiving, backup, drill};
+    use costplus_s3::{OffsiteConfig, Provider};
+    costplus_testsupport::require_tool("pgbackrest");
+    let c = TestCluster::start();
+    let s3 = costplus_testsupport::TestS3::start();
+    s3.create_bucket("audit-backups");
+    let dir = tempfile::Builder::new()
+        .prefix("costplus-audit-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = dir.path();
+    let cfg = BackupConfig {
+        config_file: d.join("pgbackrest.conf"),
+        repo1_path: d.join("repo1"),
+        spool_path: d.join("spool"),
+        log_path: d.join("log"),
+        lock_path: d.join("lock"),
+        state_path: d.join("state"),
+        repo1_cipher_pass_file: Some(d.join("repo1.pass")),
+        repo2_cipher_pass_file: Some(d.join("repo2.pass")),
+        archive_timeout_seconds: 30,
+        ..BackupConfig::default()
+    };
+    ensure_passphrase_file(&d.join("repo1.pass")).unwrap();
+    ensure_passphrase_file(&d.join("repo2.pass")).unwrap();
+    let creds = d.join("s3.credentials");
+    costplus_fs::write_atomic(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3.access_key(),
+            s3.secret_key()
+        )
+        .as_bytes(),
+        &costplus_fs::WriteOptions::private(),
+    )
+    .unwrap();
+    let offsite = OffsiteConfig {
+        provider: Provider::S3Compatible,
+        endpoint: Some(s3.endpoint()),
+        ca_file: Some(s3.ca_file()),
+        credentials_file: Some(creds),
+        ..OffsiteConfig::wasabi("us-east-1", "audit-backups")
+    };
+    conf::configure(
+        &cfg,
+        Some(&offsite),
+        &PgTarget::of_cluster(c.cluster()),
+        &FileSecrets,
+    )
+    .unwrap();
+    archiving::apply(&c.connect().await, &cfg).await.unwrap();
+    c.cluster().stop().unwrap();
+    c.cluster().start().unwrap();
+    let pgbr = PgBackRest::new(&cfg, c.cluster().os_user().clone());
+    pgbr.stanza_create().unwrap();
+
+    let (mut config, server) = config_of(&c);
+    config.backup = Some(cfg.clone());
+    config.offsite = Some(offsite);
+    let audit_of = |config: Config| {
+        let server = server.clone();
+        async move {
+            let f = audit::gather(&config, &server, true).await.unwrap();
+            (audit::evaluate(&f), f)
+        }
+    };
+    // A stanza without backups: both repositories listed and encrypted, nothing to restore.
+    let (report, f) = audit_of(config.clone()).await;
+    assert_eq!(f.extra["backup"]["repos"][1]["cipher"], "aes-256-cbc");
+    for (id, want) in [
+        ("BAK-001", Status::Fail),
+        ("BAK-002", Status::Fail),
+        ("BAK-003", Status::Pass),
+        ("BAK-004", Status::Pass),
+        ("BAK-005", Status::Fail),
+    ] {
+        let (st, ev) = status_of(&report, id);
+        assert_eq!(st, want, "{id}: {ev}");
+    }
+    assert_eq!(status_of(&report, "BAK-001").1, "no good backup in repo1");
+    assert_eq!(
+        status_of(&report, "BAK-005").1,
+        "no restore drill on record"
+    );
+
+    // Full backups to both repositories, and a restore drill from repo1.
+    let live = c.connect_options("postgres");
+    for repo in [1, 2] {
+        backup::run(&pgbr, &cfg, Some(&live), BackupType::Full, repo)
+            .await
+            .unwrap();
+    }
+    let mut drill_opts = drill::DrillOptions::from_config(&cfg, 1);
+    drill_opts.amcheck = false;
+    let drilled = drill::run(&pgbr, &drill_opts).await.unwrap();
+    assert!(drilled.ok, "{drilled:?}");
+    let (report, f) = audit_of(config.clone()).await;
+    for id in ["BAK-001", "BAK-002", "BAK-003", "BAK-004", "BAK-005"] {
+        let (st, ev) = status_of(&report, id);
+        assert_eq!(st, Status::Pass, "{id}: {ev}");
+    }
+    assert!(f.extra["backup"]["repos"][0]["age_hours"].as_f64().unwrap() < 1.0);
+    assert_eq!(f.extra["backup"]["drill"]["repo"], 1);
+
+    // The same backups judged by a policy they do not meet are stale.
+    config.backup.as_mut().unwrap().stale_after_hours = 0;
+    let (report, _) = audit_of(config.clone()).await;
+    let (st, ev) = status_of(&report, "BAK-001");
+    assert_eq!(st, Status::Fail, "{ev}");
+    assert!(ev.contains("policy 0 h"), "{ev}");
+    assert_eq!(status_of(&report, "BAK-002").0, Status::Fail);
 }
 
 fn sarif_errors(doc: &serde_json::Value) -> Vec<String> {

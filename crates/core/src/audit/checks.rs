@@ -575,16 +575,30 @@ pub const CHECKS: &[Check] = &[
         |f| match extra(f, "hba_lint") {
             Err(o) => o,
             Ok(l) => {
-                let bad: Vec<String> = l["findings"]
+                let high: Vec<&Value> = l["findings"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter(|x| {
                         matches!(x["severity"].as_str(), Some("high" | "critical" | "error"))
                     })
+                    .collect();
+                let bad: Vec<String> = high
+                    .iter()
                     .map(|x| format!("{} line {}", x["id"].as_str().unwrap_or("?"), x["line"]))
                     .collect();
-                verdict(bad.is_empty(), "no high findings", bad.join(", "))
+                let mut o = verdict(bad.is_empty(), "no high findings", bad.join(", "));
+                let default_file = f.hba_file.clone().unwrap_or_else(|| "pg_hba.conf".into());
+                o.locations = high
+                    .iter()
+                    .map(|x| Location {
+                        file: x["file"]
+                            .as_str()
+                            .map_or(default_file.clone(), String::from),
+                        line: x["line"].as_u64().map(|l| l as u32),
+                    })
+                    .collect();
+                o
             }
         }
     ),
@@ -975,6 +989,17 @@ pub const CHECKS: &[Check] = &[
                 if repos.is_empty() {
                     return fail("no repository configured");
                 }
+                let unseen: Vec<String> = repos
+                    .iter()
+                    .filter(|r| r["encrypted"].is_null())
+                    .map(|r| format!("repo{}", r["repo"]))
+                    .collect();
+                if !unseen.is_empty() {
+                    return unknown(format!(
+                        "pgBackRest does not list {}: encryption unknown",
+                        unseen.join(", ")
+                    ));
+                }
                 let plain: Vec<String> = repos
                     .iter()
                     .filter(|r| r["encrypted"] != true)
@@ -1015,6 +1040,8 @@ pub const CHECKS: &[Check] = &[
         None,
         |f| match extra(f, "backup") {
             Err(o) => o,
+            Ok(b) if b["drill"]["error"].is_string() =>
+                unknown(b["drill"]["error"].as_str().unwrap_or_default().to_string()),
             Ok(b) => match (b["drill"]["ok"].as_bool(), b["drill"]["age_days"].as_f64()) {
                 (Some(ok), Some(age)) => verdict(
                     ok && age <= 35.0,

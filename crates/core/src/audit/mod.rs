@@ -2,8 +2,8 @@
 //! logging, backups, host) with a stable id, a severity, the evidence it saw and the fix.
 //!
 //! Checks are pure functions of [`Facts`]; gathering is separate ([`facts::gather_catalog`],
-//! [`facts::gather_host`], plus `Facts::extra` filled by the callers that know backups, TLS
-//! probes, the isolation proof and the pg_hba lint). A check that cannot see its evidence
+//! [`facts::gather_host`], and [`extras::gather_extras`] for `Facts::extra`: the certificate,
+//! the TLS probe, the pg_hba lint, the isolation proof and the backups). [`gather`] does all. A check that cannot see its evidence
 //! reports `unknown` with the reason, never `pass`.
 //!
 //! # Score
@@ -15,6 +15,7 @@
 //! each would add.
 
 pub mod checks;
+pub mod extras;
 pub mod facts;
 mod sarif;
 
@@ -242,10 +243,10 @@ impl AuditReport {
     }
 }
 
-/// Gather every fact this crate can collect for `server`: the catalog over an admin connection,
-/// inside each customer database (over the Unix socket when the cluster is local, else the
-/// admin TCP connection), and the host (when `on_host`). `extra` facts (backups, TLS, isolation,
-/// hba lint) are added by the caller.
+/// Gather every fact for `server`: the catalog over an admin connection, inside each customer
+/// database (over the Unix socket when the cluster is local, else the admin TCP connection),
+/// the host (when `on_host`), and the extra facts ([`extras::gather_extras`]: certificate, TLS
+/// probe, pg_hba lint, isolation proof, backups; files are read only when `on_host`).
 pub async fn gather(
     config: &crate::config::Config,
     server: &crate::config::ServerConfig,
@@ -294,5 +295,10 @@ pub async fn gather(
         }
         facts.host = facts::gather_host(data.as_deref(), &paths);
     }
+    let opts = extras::ExtraOptions {
+        on_host,
+        ..Default::default()
+    };
+    extras::gather_extras(config, server, &admin, &mut facts, &opts).await;
     Ok(facts)
 }
