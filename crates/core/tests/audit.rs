@@ -203,6 +203,13 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
         .batch_execute("ALTER ROLE weak_user CREATEDB")
         .await
         .unwrap();
+    // A dangerous predefined role reached through a group (membership is transitive).
+    admin
+        .batch_execute(
+            "CREATE ROLE helpers NOLOGIN; GRANT pg_read_all_data TO helpers; GRANT helpers TO weak_user",
+        )
+        .await
+        .unwrap();
     admin
         .batch_execute("SET password_encryption = 'md5'; CREATE ROLE legacy LOGIN PASSWORD 'old'")
         .await
@@ -212,7 +219,7 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     let report = audit::evaluate(&f);
     let expected: BTreeSet<&str> = [
         "TLS-002", "TLS-009", "AUTH-003", "AUTH-005", "AUTH-007", "AUTH-012", "LOG-001",
-        "ROLE-003", "ROLE-007", "ROLE-012", "BAK-001",
+        "ROLE-003", "ROLE-006", "ROLE-007", "ROLE-012", "BAK-001",
     ]
     .into();
     assert_eq!(
@@ -224,6 +231,13 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     // Evidence names the culprits; pg_hba findings point at the line.
     let by = |id: &str| report.checks.iter().find(|c| c.id == id).unwrap();
     assert!(by("ROLE-003").evidence.contains("weak_user"));
+    assert!(
+        by("ROLE-006")
+            .evidence
+            .contains("weak_user in pg_read_all_data"),
+        "{}",
+        by("ROLE-006").evidence
+    );
     assert!(by("ROLE-007").evidence.contains("weak_db"));
     assert!(by("AUTH-003").evidence.contains("legacy"));
     assert_eq!(by("AUTH-005").locations[0].line, Some(3));
