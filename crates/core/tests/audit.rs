@@ -203,6 +203,13 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
         .batch_execute("ALTER ROLE weak_user CREATEDB")
         .await
         .unwrap();
+    // A dangerous predefined role reached through a group (membership is transitive).
+    admin
+        .batch_execute(
+            "CREATE ROLE helpers NOLOGIN; GRANT pg_read_all_data TO helpers; GRANT helpers TO weak_user",
+        )
+        .await
+        .unwrap();
     admin
         .batch_execute("SET password_encryption = 'md5'; CREATE ROLE legacy LOGIN PASSWORD 'old'")
         .await
@@ -212,7 +219,7 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     let report = audit::evaluate(&f);
     let expected: BTreeSet<&str> = [
         "TLS-002", "TLS-009", "AUTH-003", "AUTH-005", "AUTH-007", "AUTH-012", "LOG-001",
-        "ROLE-003", "ROLE-007", "ROLE-012", "BAK-001",
+        "ROLE-003", "ROLE-006", "ROLE-007", "ROLE-012", "BAK-001",
     ]
     .into();
     assert_eq!(
@@ -224,6 +231,13 @@ async fn weakened_cluster_fails_exactly_the_expected_checks() {
     // Evidence names the culprits; pg_hba findings point at the line.
     let by = |id: &str| report.checks.iter().find(|c| c.id == id).unwrap();
     assert!(by("ROLE-003").evidence.contains("weak_user"));
+    assert!(
+        by("ROLE-006")
+            .evidence
+            .contains("weak_user in pg_read_all_data"),
+        "{}",
+        by("ROLE-006").evidence
+    );
     assert!(by("ROLE-007").evidence.contains("weak_db"));
     assert!(by("AUTH-003").evidence.contains("legacy"));
     assert_eq!(by("AUTH-005").locations[0].line, Some(3));
@@ -464,6 +478,90 @@ async fn backups_come_from_pgbackrest_and_the_drill_record() {
     assert_eq!(st, Status::Fail, "{ev}");
     assert!(ev.contains("policy 0 h"), "{ev}");
     assert_eq!(status_of(&report, "BAK-002").0, Status::Fail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checklist_and_status_of_a_real_cluster() {
+    use costplus_core::{checklist, fail2ban::Bans, status};
+    let c = settings_hardened(TestCluster::builder().hba(HARDENED_HBA)).start();
+    let admin = c.connect().await;
+    make_customer(&admin, "acme", true).await;
+    make_customer(&admin, "beta", true).await;
+    // acme is connected (over TLS, with its own password) while we look.
+    let mut o = c.connect_options("acme_db");
+    o.user = "acme_user".into();
+    o.password = Some("x-acme".to_string().into());
+    let acme = costplus_pgcluster::connect::connect(&o).await.unwrap();
+    let (mut config, server) = config_of(&c);
+
+    let report = audit::evaluate(&audit::gather(&config, &server, true).await.unwrap());
+    let list = checklist::evaluate(&report, &config);
+    let item =
+        |l: &checklist::Checklist, id: &str| l.items.iter().find(|i| i.id == id).unwrap().clone();
+    assert_eq!(list.items.len(), 7);
+    assert!(item(&list, "tls-enforced").ok, "{}", list.render_text());
+    assert!(item(&list, "isolation-tested").ok, "{}", list.render_text());
+    // No [backup] section: not ticked, and it says it could not be checked.
+    let enc = item(&list, "backup-encryption");
+    assert_eq!((enc.ok, enc.state), (false, "unknown"), "{enc:?}");
+    assert!(enc.evidence.contains("no [backup] section"), "{enc:?}");
+    assert_eq!(
+        enc.fix,
+        "costplus-backup setup (creates encrypted repositories; encryption cannot be added to an existing one)"
+    );
+    assert_eq!(item(&list, "monitoring-set-up").state, "not-ticked");
+    assert!(!list.complete());
+    assert!(list.render_text().contains("[x] tls-enforced"));
+    assert!(list.render_text().contains("[ ] monitoring-set-up"));
+    config.maintenance = Some(costplus_core::maintain::MaintenanceConfig {
+        heartbeat_daily: Some("https://hc.example.invalid/ping/secret".into()),
+        ..Default::default()
+    });
+    let list = checklist::evaluate(&report, &config);
+    assert!(item(&list, "monitoring-set-up").ok);
+    assert!(!list.render_text().contains("secret"));
+
+    let bans = Bans::Unknown {
+        reason: "fail2ban is not running".into(),
+    };
+    let st = status::collect(&config, &server, true, bans).await;
+    assert!(st.state.up, "{st:?}");
+    assert_eq!(st.state.in_recovery, Some(false));
+    assert_eq!(st.tls.ssl, Some(true));
+    assert!(st.tls.cert_days_left.unwrap() > 7, "{:?}", st.tls);
+    assert_eq!(st.customers, 2);
+    assert_eq!(
+        st.connections
+            .iter()
+            .map(|c| (c.customer.as_str(), c.total))
+            .collect::<Vec<_>>(),
+        [("acme", 1), ("beta", 0)]
+    );
+    assert!(
+        st.backups
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no [backup] section")
+    );
+    assert!(!st.ok);
+    let text = st.render_text();
+    assert!(text.contains("customers  2, connected: acme 1"), "{text}");
+    assert!(
+        text.contains("bans       unknown (fail2ban is not running)"),
+        "{text}"
+    );
+    drop(acme);
+
+    // A server that is down is reported, not an error.
+    c.cluster().stop().unwrap();
+    let st = status::collect(&config, &server, true, Bans::Unknown { reason: "-".into() }).await;
+    assert!(!st.state.up);
+    assert!(
+        st.render_text().contains("server     DOWN"),
+        "{}",
+        st.render_text()
+    );
 }
 
 fn sarif_errors(doc: &serde_json::Value) -> Vec<String> {

@@ -219,14 +219,21 @@ pub async fn gather_catalog(
 
     for r in client
         .query(
-            "SELECT a.rolname, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.rolreplication, a.rolbypassrls, \
+            // Memberships (direct or not) from the pg_auth_members graph: linear in roles and
+            // grants (pg_has_role for every pair of roles grew with the square of customers).
+            "WITH RECURSIVE m(member, roleid) AS ( \
+                 SELECT member, roleid FROM pg_auth_members \
+                 UNION SELECT m.member, g.roleid FROM m JOIN pg_auth_members g ON g.member = m.roleid), \
+             groups AS (SELECT m.member, array_agg(DISTINCT b.rolname ORDER BY b.rolname) AS names \
+                 FROM m JOIN pg_roles b ON b.oid = m.roleid WHERE m.member <> m.roleid GROUP BY m.member) \
+             SELECT a.rolname, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.rolreplication, a.rolbypassrls, \
                     a.rolcanlogin, a.rolconnlimit, \
                     CASE WHEN a.rolpassword IS NULL THEN 'none' \
                          WHEN a.rolpassword LIKE 'SCRAM-SHA-256$%' THEN 'scram' \
                          WHEN a.rolpassword ~ '^md5[0-9a-f]{32}$' THEN 'md5' ELSE 'plain' END, \
-                    coalesce((SELECT array_agg(b.rolname ORDER BY b.rolname) FROM pg_roles b \
-                              WHERE b.oid <> a.oid AND pg_has_role(a.oid, b.oid, 'MEMBER')), '{}') \
-             FROM pg_authid a WHERE a.rolname NOT LIKE 'pg\\_%' ORDER BY 1",
+                    coalesce(g.names, '{}') \
+             FROM pg_authid a LEFT JOIN groups g ON g.member = a.oid \
+             WHERE a.rolname NOT LIKE 'pg\\_%' ORDER BY 1",
             &[],
         )
         .await?
