@@ -4,82 +4,10 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use costplus_testsupport::sandbox::{Sandbox, json, ok};
 use costplus_testsupport::{require_tool, workspace_bin};
-
-struct Sandbox {
-    dir: std::path::PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn up() -> Self {
-        require_tool("pgbackrest");
-        let parent = tempfile::Builder::new()
-            .prefix("costplus-e2e-backup-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(
-            parent.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let sb = Sandbox {
-            dir: parent.path().join("sb"),
-            _parent: parent,
-        };
-        ok(&sb.costplus(&["up"]));
-        sb
-    }
-    fn costplus(&self, args: &[&str]) -> Output {
-        let mut all = vec!["sandbox"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--dir", self.dir.to_str().unwrap()]);
-        Command::new(workspace_bin("costplus"))
-            .args(&all)
-            .output()
-            .unwrap()
-    }
-    fn env(&self) -> BTreeMap<String, String> {
-        ok(&self.costplus(&["env"]))
-            .lines()
-            .map(|l| {
-                let (k, v) = l.strip_prefix("export ").unwrap().split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('\'').to_string())
-            })
-            .collect()
-    }
-    /// `costplus-backup ARGS` with `$COSTPLUS_CONFIG` from `costplus sandbox env`.
-    fn backup(&self, args: &[&str]) -> Output {
-        Command::new(workspace_bin("costplus-backup"))
-            .args(args)
-            .env("COSTPLUS_CONFIG", &self.env()["COSTPLUS_CONFIG"])
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.costplus(&["down"]);
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
 
 fn psql(env: &BTreeMap<String, String>, sql: &str) -> String {
     let out = Command::new(require_tool("psql"))
@@ -93,8 +21,9 @@ fn psql(env: &BTreeMap<String, String>, sql: &str) -> String {
 
 #[test]
 fn sandbox_backups_info_and_drills_on_both_repositories() {
-    let sb = Sandbox::up();
-    let env = sb.env();
+    require_tool("pgbackrest");
+    let sb = Sandbox::up("costplus-e2e-backup-");
+    let env = sb.env.clone();
     // repo1 is local, encrypted, and where env says.
     let repo1 = std::path::Path::new(&env["COSTPLUS_REPO1_PATH"]);
     assert!(
@@ -122,14 +51,17 @@ fn sandbox_backups_info_and_drills_on_both_repositories() {
     );
 
     for repo in ["1", "2"] {
-        let run = json(&sb.backup(&["run", "--type", "full", "--repo", repo, "--format", "json"]));
+        let run = json(&sb.run(
+            "costplus-backup",
+            &["run", "--type", "full", "--repo", repo, "--format", "json"],
+        ));
         let b = &run["backups"][0];
         assert_eq!(b["repo"].to_string(), repo);
         assert_eq!(b["type"], "full");
         assert!(b["label"].as_str().unwrap().ends_with('F'), "{run}");
     }
 
-    let info = json(&sb.backup(&["info", "--format", "json"]));
+    let info = json(&sb.run("costplus-backup", &["info", "--format", "json"]));
     assert_eq!(info["name"], "main");
     assert_eq!(info["status"]["code"], 0, "{info}");
     assert_eq!(info["cipher"], "aes-256-cbc");
@@ -144,7 +76,10 @@ fn sandbox_backups_info_and_drills_on_both_repositories() {
     }
 
     for repo in ["1", "2"] {
-        let out = sb.backup(&["drill", "--repo", repo, "--format", "json"]);
+        let out = sb.run(
+            "costplus-backup",
+            &["drill", "--repo", repo, "--format", "json"],
+        );
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -169,30 +104,36 @@ fn sandbox_backups_info_and_drills_on_both_repositories() {
     }
 
     // Status: both repositories fresh.
-    let st = json(&sb.backup(&["status", "--format", "json"]));
+    let st = json(&sb.run("costplus-backup", &["status", "--format", "json"]));
     assert_eq!(st["ok"], true, "{st}");
     assert_eq!(st["repos"].as_array().unwrap().len(), 2);
     // Plans change nothing and say what they would do.
-    let plan = json(&sb.backup(&["setup", "--plan", "--format", "json"]));
+    let plan = json(&sb.run("costplus-backup", &["setup", "--plan", "--format", "json"]));
     assert!(
         plan["archiving"]["changes"].as_array().unwrap().is_empty(),
         "{plan}"
     );
-    let plan = json(&sb.backup(&["run", "--type", "incr", "--plan", "--format", "json"]));
+    let plan = json(&sb.run(
+        "costplus-backup",
+        &["run", "--type", "incr", "--plan", "--format", "json"],
+    ));
     assert_eq!(plan["plan"].as_array().unwrap().len(), 2, "{plan}");
     assert!(!plan.to_string().contains(pass.trim()));
     // Timers, installed into a directory of our choice.
     let units = sb.dir.join("units");
-    let sched = json(&sb.backup(&[
-        "schedule",
-        "--install",
-        "--dir",
-        units.to_str().unwrap(),
-        "--incr",
-        "daily 12:00",
-        "--format",
-        "json",
-    ]));
+    let sched = json(&sb.run(
+        "costplus-backup",
+        &[
+            "schedule",
+            "--install",
+            "--dir",
+            units.to_str().unwrap(),
+            "--incr",
+            "daily 12:00",
+            "--format",
+            "json",
+        ],
+    ));
     assert_eq!(sched["installed"].as_array().unwrap().len(), 4, "{sched}");
     let timer = std::fs::read_to_string(units.join("costplus-backup-full.timer")).unwrap();
     assert!(timer.contains("OnCalendar=*-*-* 02:00:00"), "{timer}");
@@ -201,7 +142,10 @@ fn sandbox_backups_info_and_drills_on_both_repositories() {
     for f in ["backup.info", "backup.info.copy"] {
         std::fs::remove_file(repo1.join("backup/main").join(f)).unwrap();
     }
-    let out = sb.backup(&["drill", "--repo", "1", "--format", "json"]);
+    let out = sb.run(
+        "costplus-backup",
+        &["drill", "--repo", "1", "--format", "json"],
+    );
     assert_eq!(
         out.status.code(),
         Some(3),

@@ -5,63 +5,20 @@
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
+use costplus_testsupport::sandbox::{Sandbox, json, ok};
 use costplus_testsupport::{require_tool, workspace_bin};
 
-struct Sandbox {
-    dir: std::path::PathBuf,
-    env: BTreeMap<String, String>,
-    _parent: tempfile::TempDir,
+/// What these scenarios ask of the sandbox besides running binaries.
+trait Lifecycle {
+    fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Output;
+    fn admin_sql(&self, sql: &str) -> String;
+    fn password(&self, customer: &str) -> String;
+    fn footprint(&self) -> (String, String, Vec<u8>, String);
 }
 
-impl Sandbox {
-    fn up() -> Self {
-        let parent = tempfile::Builder::new()
-            .prefix("costplus-life-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(
-            parent.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let dir = parent.path().join("sb");
-        let d = dir.to_str().unwrap().to_string();
-        ok(&Command::new(workspace_bin("costplus"))
-            .args(["sandbox", "up", "--dir", &d])
-            .output()
-            .unwrap());
-        let text = ok(&Command::new(workspace_bin("costplus"))
-            .args(["sandbox", "env", "--dir", &d])
-            .output()
-            .unwrap());
-        let env = text
-            .lines()
-            .map(|l| {
-                let (k, v) = l.strip_prefix("export ").unwrap().split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('\'').to_string())
-            })
-            .collect();
-        Sandbox {
-            dir,
-            env,
-            _parent: parent,
-        }
-    }
-
-    /// Run one of our binaries with the sandbox's environment.
-    fn run(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(workspace_bin(bin))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .envs(&self.env)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
+impl Lifecycle for Sandbox {
     fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
         let mut env = self.env.clone();
         env.insert("PGUSER".into(), user.into());
@@ -103,32 +60,9 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new(workspace_bin("costplus"))
-            .args(["sandbox", "down", "--dir", self.dir.to_str().unwrap()])
-            .output();
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
-
 #[test]
 fn customer_lifecycle() {
-    let sb = Sandbox::up();
+    let sb = Sandbox::up("costplus-life-");
     // Provision: one alone, two as a batch.
     let plan = json(&sb.run(
         "costplus-provision",
@@ -274,7 +208,7 @@ fn customer_lifecycle() {
 
 #[test]
 fn provisioning_killed_at_random_moments_is_finished_by_running_again() {
-    let sb = Sandbox::up();
+    let sb = Sandbox::up("costplus-life-");
     for (i, delay_ms) in [30u64, 80, 150, 250, 400, 600].iter().enumerate() {
         let name = format!("killed{i}");
         let mut child = Command::new(workspace_bin("costplus-provision"))
@@ -312,7 +246,7 @@ fn provisioning_killed_at_random_moments_is_finished_by_running_again() {
 
 #[test]
 fn hostile_names_are_refused_with_nothing_left_behind() {
-    let sb = Sandbox::up();
+    let sb = Sandbox::up("costplus-life-");
     let before = sb.footprint();
     let long = "a".repeat(200);
     for name in [

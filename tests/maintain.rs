@@ -6,85 +6,23 @@
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
+use costplus_testsupport::sandbox::{Sandbox, ok};
 use costplus_testsupport::{require_tool, workspace_bin};
 
-struct Sandbox {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn up() -> Self {
-        require_tool("pgbackrest");
-        let parent = tempfile::Builder::new()
-            .prefix("costplus-e2e-maintain-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(
-            parent.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let sb = Sandbox {
-            dir: parent.path().join("sb"),
-            _parent: parent,
-        };
-        ok(&sb.sandbox(&["up"]));
-        sb
-    }
-    fn sandbox(&self, args: &[&str]) -> Output {
-        let mut all = vec!["sandbox"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--dir", self.dir.to_str().unwrap()]);
-        Command::new(workspace_bin("costplus"))
-            .args(&all)
-            .output()
-            .unwrap()
-    }
-    fn env(&self) -> BTreeMap<String, String> {
-        ok(&self.sandbox(&["env"]))
-            .lines()
-            .map(|l| {
-                let (k, v) = l.strip_prefix("export ").unwrap().split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('\'').to_string())
-            })
-            .collect()
-    }
-    fn config(&self) -> PathBuf {
-        PathBuf::from(&self.env()["COSTPLUS_CONFIG"])
-    }
-    fn maintain(&self, config: &Path, args: &[&str]) -> Output {
-        Command::new(workspace_bin("costplus-maintain"))
-            .args(args)
-            .args(["--format", "json"])
-            .env("COSTPLUS_CONFIG", config)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.sandbox(&["down"]);
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+/// `costplus-maintain ARGS --format json` with `config`.
+fn maintain(config: &Path, args: &[&str]) -> Output {
+    Command::new(workspace_bin("costplus-maintain"))
+        .args(args)
+        .args(["--format", "json"])
+        .env("COSTPLUS_CONFIG", config)
+        .output()
+        .unwrap()
 }
 
 /// A tiny HTTP server that records the request lines it receives and answers 200.
@@ -172,7 +110,8 @@ fn sample(metrics: &str, prefix: &str) -> f64 {
 
 #[test]
 fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
-    let sb = Sandbox::up();
+    require_tool("pgbackrest");
+    let sb = Sandbox::up("costplus-e2e-maintain-");
     let (url, seen) = monitor();
     let state = sb.dir.join("maintenance-state");
     let config = sb.config();
@@ -185,7 +124,7 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
 
     // The plan runs nothing and sends nothing.
     let plan: serde_json::Value =
-        serde_json::from_str(&ok(&sb.maintain(&config, &["daily", "--plan"]))).unwrap();
+        serde_json::from_str(&ok(&maintain(&config, &["daily", "--plan"]))).unwrap();
     let names: Vec<&str> = plan["steps"]
         .as_array()
         .unwrap()
@@ -197,7 +136,7 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
     assert!(!state.exists(), "the plan wrote {}", state.display());
 
     // Daily: today's backup in both repositories, status, offsite verify, disks: all ok, pinged.
-    let out = sb.maintain(&config, &["daily"]);
+    let out = maintain(&config, &["daily"]);
     let daily: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(daily["ok"], true, "{daily:#}");
     let backup = step(&daily, "backup");
@@ -227,7 +166,7 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
 
     // A second daily run finds today's backups taken by the first.
     let again: serde_json::Value =
-        serde_json::from_str(&ok(&sb.maintain(&config, &["daily"]))).unwrap();
+        serde_json::from_str(&ok(&maintain(&config, &["daily"]))).unwrap();
     let b = step(&again, "backup");
     assert_eq!(b["details"]["taken"].as_array().unwrap().len(), 0, "{b:#}");
     assert_eq!(
@@ -249,7 +188,7 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
         text.replace(&bucket_line, "bucket = \"no-such-bucket\""),
     )
     .unwrap();
-    let out = sb.maintain(&broken, &["daily"]);
+    let out = maintain(&broken, &["daily"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let failed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(failed["ok"], false);
@@ -258,7 +197,7 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
     assert_eq!(seen.lock().unwrap().len(), 2, "a failed run pinged");
 
     // Weekly: the failed login just made shows in the log review; the audit ran.
-    let env = sb.env();
+    let env = sb.env.clone();
     let bad = Command::new(require_tool("psql"))
         .env_clear()
         .envs(&env)
@@ -268,7 +207,15 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    let out = sb.maintain(&config, &["weekly"]);
+    // The logging collector writes the FATAL line asynchronously: wait until it is there.
+    let log = std::path::PathBuf::from(&env["COSTPLUS_SERVER_LOG"]);
+    for _ in 0..50 {
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("no_such_role")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = maintain(&config, &["weekly"]);
     let weekly: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let review = step(&weekly, "log-review");
     assert_eq!(review["status"], "ok", "{review:#}");
@@ -284,7 +231,7 @@ fn maintenance_runs_heartbeats_and_the_metrics_they_feed() {
     assert_eq!(weekly["heartbeat"]["result"], "not_configured");
 
     // Monthly: a restore drill from each repository, the certificate, the audit.
-    let out = sb.maintain(&config, &["monthly"]);
+    let out = maintain(&config, &["monthly"]);
     let monthly: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let drill = step(&monthly, "drill");
     assert_eq!(drill["status"], "ok", "{drill:#}");

@@ -7,84 +7,9 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 
-use costplus_testsupport::{require_tool, workspace_bin};
-
-struct Sandbox {
-    dir: std::path::PathBuf,
-    env: BTreeMap<String, String>,
-    _parent: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn up() -> Self {
-        let parent = tempfile::Builder::new()
-            .prefix("costplus-posture-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(
-            parent.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let dir = parent.path().join("sb");
-        let d = dir.to_str().unwrap().to_string();
-        ok(&Command::new(workspace_bin("costplus"))
-            .args(["sandbox", "up", "--dir", &d])
-            .output()
-            .unwrap());
-        let text = ok(&Command::new(workspace_bin("costplus"))
-            .args(["sandbox", "env", "--dir", &d])
-            .output()
-            .unwrap());
-        let env = text
-            .lines()
-            .map(|l| {
-                let (k, v) = l.strip_prefix("export ").unwrap().split_once('=').unwrap();
-                (k.to_string(), v.trim_matches('\'').to_string())
-            })
-            .collect();
-        Sandbox {
-            dir,
-            env,
-            _parent: parent,
-        }
-    }
-
-    fn run(&self, bin: &str, args: &[&str]) -> Output {
-        Command::new(workspace_bin(bin))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .envs(&self.env)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new(workspace_bin("costplus"))
-            .args(["sandbox", "down", "--dir", self.dir.to_str().unwrap()])
-            .output();
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).unwrap()
-}
+use costplus_testsupport::require_tool;
+use costplus_testsupport::sandbox::{Sandbox, json, ok};
 
 fn ticks(checklist: &serde_json::Value) -> BTreeMap<String, bool> {
     checklist["items"]
@@ -106,7 +31,7 @@ fn ticks(checklist: &serde_json::Value) -> BTreeMap<String, bool> {
 #[test]
 fn checklist_and_status_follow_the_operator_s_work() {
     require_tool("pgbackrest");
-    let sb = Sandbox::up();
+    let sb = Sandbox::up("costplus-posture-");
     ok(&sb.run("costplus-provision", &["acme"]));
 
     // A fresh sandbox: TLS, isolation and encryption are done; backups, drill and monitoring not.

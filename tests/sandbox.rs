@@ -182,12 +182,20 @@ fn up_env_status_down() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let out = Command::new(workspace_bin("costplus"))
-        .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
-        .args(["fail2ban", "attackers", "--format", "json"])
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    // The server's logging collector writes the FATAL line asynchronously: give it a moment.
+    let mut report = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = Command::new(workspace_bin("costplus"))
+            .env("COSTPLUS_CONFIG", &env["COSTPLUS_CONFIG"])
+            .args(["fail2ban", "attackers", "--format", "json"])
+            .output()
+            .unwrap();
+        report = serde_json::from_str(&ok(&out)).unwrap();
+        if report["report"]["total_failures"].as_u64() >= Some(1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(
         report["report"]["total_failures"].as_u64().unwrap() >= 1,
         "{report}"

@@ -6,6 +6,8 @@
 //!   for tests that change server state.
 //! - [`TestS3`]: the S3-compatible HTTPS server of `costplus-s3local` with a `localhost`
 //!   certificate, SigV4 keys and buckets.
+//! - [`sandbox::Sandbox`]: a whole `costplus sandbox` for end-to-end scenarios, run through the
+//!   binaries with its environment.
 //! - [`require_tool`]: find `pgbackrest`, `openssl`, `fail2ban-regex`, ... or fail the test
 //!   with the command that installs it. A missing tool never skips a test silently.
 //!
@@ -19,6 +21,7 @@
 
 mod cluster;
 mod s3;
+pub mod sandbox;
 mod tools;
 
 pub use cluster::{TestCluster, TestClusterBuilder};
