@@ -243,6 +243,9 @@ fn isolation_proof(n: usize, runs: usize) -> (Duration, Duration, Duration) {
     (provision, check, command)
 }
 
+/// One way of provisioning a list of customers, timed.
+type Variant = dyn Fn(&[String]) -> Duration;
+
 fn main() {
     // `cargo test --benches` runs this without --bench: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -254,7 +257,7 @@ fn main() {
     let only = std::env::var("PROVISION_BENCH_ONLY").unwrap_or_default();
     let want = |v: &str| only.is_empty() || only.split(',').any(|o| o == v);
     // The variants in turn, round after round (the machine is shared: each keeps its best).
-    let variants: [(&str, &dyn Fn(&[String]) -> Duration); 5] = [
+    let variants: [(&str, &Variant); 5] = [
         ("a", &one_by_one),
         ("b", &batch),
         ("c", &seed_script),

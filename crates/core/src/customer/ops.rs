@@ -578,6 +578,7 @@ pub async fn provision_batch(
         .map(|r| password::scram_verifier(&r.secret))
         .collect();
     ctx.vault.put_many(records, false).map_err(vault_err)?;
+    step_boundary!("provision-batch-after-vault");
     // Make sure new databases are born locked down (template public schema without PUBLIC CREATE).
     let template = locked_template(ctx).await?;
     // Every role in one round trip (one transaction: all or none).
@@ -599,11 +600,13 @@ pub async fn provision_batch(
         }
     }
     Journal::save_all(&state, &journals)?;
+    step_boundary!("provision-batch-after-databases");
     let hba = ctx.apply_hba(false, edit).await?;
     for j in &mut journals {
         j.note("hba");
     }
     Journal::save_all(&state, &journals)?;
+    step_boundary!("provision-batch-after-hba");
     let names: Vec<&str> = all.iter().map(|n| n.customer.as_str()).collect();
     ctx.vault
         .set_status_many(&names, VaultStatus::Active)
