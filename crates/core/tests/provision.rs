@@ -628,3 +628,87 @@ async fn batch_provisioning_uses_one_apply() {
     .await;
     assert_eq!(env.footprint().await, before);
 }
+
+/// A batch that crashes at a phase boundary leaves a journal for every customer: each one is
+/// finished by `provision NAME` or undone by `--abort`, on its own. 16 customers, so the
+/// databases are created over two connections.
+#[tokio::test]
+async fn a_crashed_batch_is_finished_or_undone_customer_by_customer() {
+    let env = common::env();
+    let before = env.footprint().await;
+    for (i, fp) in [
+        "provision-batch-after-vault",
+        "provision-batch-after-databases",
+        "provision-batch-after-hba",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let names: Vec<String> = (0..16).map(|k| format!("cb{i}n{k}")).collect();
+        fail::cfg(*fp, "return").unwrap();
+        let err = env
+            .with_ctx(async |ctx| {
+                customer::provision_batch(ctx, &names, ProvisionOptions::default())
+                    .await
+                    .unwrap_err()
+            })
+            .await;
+        assert!(err.to_string().contains(fp), "{err}");
+        fail::remove(*fp);
+        let journals = customer::journal::Journal::list(&env.state(), "t").unwrap();
+        assert_eq!(journals.len(), names.len(), "{fp}");
+        let (finish, undo) = names.split_at(names.len() / 2);
+        for n in finish {
+            let r = env
+                .with_ctx(async |ctx| {
+                    customer::provision(ctx, n, ProvisionOptions::default())
+                        .await
+                        .unwrap()
+                })
+                .await;
+            assert!(r.resumed && !r.already_provisioned, "{fp}: {n}");
+            assert_eq!(
+                env.vault().summary(n.as_str()).unwrap().status,
+                Status::Active,
+                "{fp}: {n}"
+            );
+        }
+        env.login(&finish[0], &format!("{}_db", finish[0]), true)
+            .await
+            .unwrap_or_else(|e| panic!("{fp}: {e}"));
+        for n in undo {
+            env.with_ctx(async |ctx| customer::abort_provision(ctx, n, false).await.unwrap())
+                .await;
+        }
+        assert!(
+            customer::journal::Journal::list(&env.state(), "t")
+                .unwrap()
+                .is_empty(),
+            "{fp}"
+        );
+        let list = env
+            .with_ctx(async |ctx| customer::list(ctx).await.unwrap())
+            .await;
+        let mine: Vec<&String> = list
+            .iter()
+            .map(|c| &c.customer)
+            .filter(|c| c.starts_with(&format!("cb{i}")))
+            .collect();
+        assert_eq!(mine, finish.iter().collect::<Vec<_>>(), "{fp}");
+        assert!(list.iter().all(|c| c.drift.is_empty()), "{fp}: {list:?}");
+    }
+    // Deprovision the finished ones: the system is back to where it was.
+    for i in 0..3 {
+        for k in 0..8 {
+            let n = format!("cb{i}n{k}");
+            env.with_ctx(async |ctx| {
+                customer::deprovision(ctx, &n, DeprovisionOptions::default())
+                    .await
+                    .unwrap()
+            })
+            .await;
+        }
+    }
+    let (roles, dbs, hba, _) = env.footprint().await;
+    assert_eq!((roles, dbs, hba), (before.0, before.1, before.2));
+}

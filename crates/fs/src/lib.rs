@@ -169,6 +169,99 @@ impl WriteOptions {
 /// moment it exists, synced, renamed over `path`, and the directory is synced. On error the
 /// temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, contents: &[u8], opts: &WriteOptions) -> Result<()> {
+    let tmp = write_temp(path, contents, opts)?;
+    let result = std::fs::rename(&tmp, path)
+        .map_err(io("rename into", path))
+        .and_then(|()| sync_dir(&parent_dir(path)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// [`write_atomic`] for many files at once, each replaced atomically and durably.
+///
+/// The temporary files are written and synced several at a time (the file system then
+/// shares one journal commit between many syncs: 200 small files take tens of milliseconds
+/// instead of a second and more), then renamed in order, then each directory is synced once.
+/// If writing any temporary file fails, every temporary file is removed and no `path` is
+/// touched; a rename failure leaves the files renamed before it replaced (each one whole).
+pub fn write_atomic_many(files: &[(PathBuf, Vec<u8>)], opts: &WriteOptions) -> Result<()> {
+    /// Syncs in flight at once: enough for the file system to batch them, few threads.
+    const PARALLEL: usize = 16;
+    if files.is_empty() {
+        return Ok(());
+    }
+    let chunk = files.len().div_ceil(PARALLEL);
+    let written: Vec<Result<Vec<PathBuf>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut tmps = Vec::with_capacity(part.len());
+                    for (path, contents) in part {
+                        match write_temp(path, contents, opts) {
+                            Ok(t) => tmps.push(t),
+                            Err(e) => {
+                                remove_all(&tmps);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Ok(tmps)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Io {
+                        action: "write",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other("a writer thread panicked"),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut tmps = Vec::with_capacity(files.len());
+    let mut first_err = None;
+    for w in written {
+        match w {
+            Ok(t) => tmps.extend(t),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        remove_all(&tmps);
+        return Err(e);
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (i, ((path, _), tmp)) in files.iter().zip(&tmps).enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            remove_all(&tmps[i..]);
+            return Err(io("rename into", path)(e));
+        }
+        let dir = parent_dir(path);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs.iter().try_for_each(|d| sync_dir(d))
+}
+
+fn remove_all(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Write `contents` to a new, synced temporary file beside `path` (mode and owner from `opts`
+/// from the start) and return its name. On error nothing is left behind.
+fn write_temp(path: &Path, contents: &[u8], opts: &WriteOptions) -> Result<PathBuf> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
@@ -193,15 +286,15 @@ pub fn write_atomic(path: &Path, contents: &[u8], opts: &WriteOptions) -> Result
             chown(&tmp, uid, gid)?;
         }
         f.write_all(contents).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io("rename into", path))?;
-        sync_dir(&dir)
+        f.sync_all().map_err(io("fsync", &tmp))
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -375,6 +468,51 @@ mod tests {
         let err = write_atomic(&p, b"x", &WriteOptions::private()).unwrap_err();
         assert!(err.to_string().contains("missing-dir"), "{err}");
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn atomic_write_many_writes_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        write_atomic(&dir.path().join("f4"), b"old", &WriteOptions::public()).unwrap();
+        let files: Vec<(PathBuf, Vec<u8>)> = (0..40)
+            .map(|i| {
+                let d = if i % 2 == 0 {
+                    dir.path()
+                } else {
+                    sub.as_path()
+                };
+                (d.join(format!("f{i}")), format!("content {i}").into_bytes())
+            })
+            .collect();
+        write_atomic_many(&files, &WriteOptions::private()).unwrap();
+        for (p, c) in &files {
+            assert_eq!(&std::fs::read(p).unwrap(), c);
+            assert_eq!(std::fs::metadata(p).unwrap().mode() & 0o777, 0o600);
+        }
+        // No temporary files are left behind.
+        let count = |d: &Path| std::fs::read_dir(d).unwrap().count();
+        assert_eq!((count(dir.path()), count(&sub)), (21, 20));
+        write_atomic_many(&[], &WriteOptions::private()).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_many_failure_touches_no_target() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(&dir.path().join("f0"), b"old", &WriteOptions::public()).unwrap();
+        let mut files: Vec<(PathBuf, Vec<u8>)> = (0..30)
+            .map(|i| (dir.path().join(format!("f{i}")), b"new".to_vec()))
+            .collect();
+        files.push((dir.path().join("missing-dir").join("x"), b"x".to_vec()));
+        let err = write_atomic_many(&files, &WriteOptions::private()).unwrap_err();
+        assert!(err.to_string().contains("missing-dir"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("f0")).unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f0")]);
     }
 
     #[test]

@@ -1003,13 +1003,14 @@ impl Vault {
         Ok(())
     }
 
-    fn write_record(
+    /// A record file's path and encrypted contents (not yet written).
+    fn seal_record(
         &self,
         e: &Entry,
         seq: u64,
         wrap_key: &[u8; 32],
         plaintext: &[u8],
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, Vec<u8>)> {
         let header = self.record_header(e, seq);
         let bind = binding(&self.vault_id, &e.id, e.generation, &e.name);
         let dk = random_key()?;
@@ -1021,8 +1022,7 @@ impl Vault {
         let path = self.entry_path(e).ok_or_else(|| Error::Shredded {
             name: e.name.clone(),
         })?;
-        write_atomic(&path, &bytes, &WriteOptions::private())?;
-        Ok(path)
+        Ok((path, bytes))
     }
 
     fn record_header(&self, e: &Entry, seq: u64) -> RecordHeader {
@@ -1121,7 +1121,8 @@ impl Vault {
         let mut changes: Vec<(Option<usize>, Entry)> = Vec::with_capacity(recs.len());
         let mut obsolete = Vec::new();
         let mut out = Vec::new();
-        for (n, rec) in recs.iter().enumerate() {
+        let mut files = Vec::with_capacity(recs.len());
+        for rec in &recs {
             let existing = self.live.get(&rec.name).copied();
             let entry = match existing {
                 Some(i) => {
@@ -1161,13 +1162,14 @@ impl Vault {
                 ..entry
             };
             let content = encode_content(rec)?;
-            self.write_record(&entry, seq, &self.keys.wrap, &content)?;
-            if n == 0 {
-                failpoint!("vault::put::record-written");
-            }
+            files.push(self.seal_record(&entry, seq, &self.keys.wrap, &content)?);
             out.push(entry.summary());
             changes.push((existing, entry));
         }
+        // The record files, their syncs batched (a batch of customers costs one sync round,
+        // not one per record); the manifest that uses them comes after.
+        costplus_fs::write_atomic_many(&files, &WriteOptions::private())?;
+        failpoint!("vault::put::record-written");
         self.commit_changes(seq, changes, obsolete)?;
         Ok(out)
     }

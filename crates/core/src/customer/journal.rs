@@ -75,10 +75,16 @@ impl Journal {
 
     /// Record a step as done (durably) before the next one starts.
     pub fn mark(&mut self, state_dir: &Path, step: &str) -> Result<()> {
+        self.note(step);
+        self.save(state_dir)
+    }
+
+    /// Record a step as done in memory only; [`Journal::save`] or [`Journal::save_all`] makes
+    /// it durable.
+    pub fn note(&mut self, step: &str) {
         if !self.is_done(step) {
             self.done.push(step.into());
         }
-        self.save(state_dir)
     }
 
     /// Write the journal atomically.
@@ -89,6 +95,26 @@ impl Journal {
         }
         let text = serde_json::to_vec_pretty(self).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&p, &text, &WriteOptions::private())?;
+        Ok(())
+    }
+
+    /// Write many journals, each atomically, with their syncs batched (see
+    /// [`costplus_fs::write_atomic_many`]): what a batch of customers costs one sync round.
+    pub fn save_all(state_dir: &Path, journals: &[Journal]) -> Result<()> {
+        let mut files = Vec::with_capacity(journals.len());
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for j in journals {
+            let p = path(state_dir, &j.server, &j.customer);
+            if let Some(dir) = p.parent()
+                && !dirs.iter().any(|d| d == dir)
+            {
+                costplus_fs::create_dir_with_mode(dir, 0o700)?;
+                dirs.push(dir.to_path_buf());
+            }
+            let text = serde_json::to_vec_pretty(j).map_err(|e| Error::Invalid(e.to_string()))?;
+            files.push((p, text));
+        }
+        costplus_fs::write_atomic_many(&files, &WriteOptions::private())?;
         Ok(())
     }
 
@@ -144,5 +170,23 @@ mod tests {
         assert_eq!(Journal::list(dir.path(), "s").unwrap().len(), 1);
         back.finish(dir.path()).unwrap();
         assert!(Journal::load(dir.path(), "s", "acme").unwrap().is_none());
+    }
+
+    #[test]
+    fn journals_saved_together_load_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<Journal> = ["ann", "bob", "cat"]
+            .iter()
+            .map(|c| Journal::new(Operation::Provision, "s", c))
+            .collect();
+        Journal::save_all(dir.path(), &all).unwrap();
+        assert_eq!(Journal::list(dir.path(), "s").unwrap(), all);
+        for j in &mut all {
+            j.note("role");
+            j.note("role");
+        }
+        Journal::save_all(dir.path(), &all).unwrap();
+        let bob = Journal::load(dir.path(), "s", "bob").unwrap().unwrap();
+        assert_eq!(bob.done, vec!["role".to_string()]);
     }
 }

@@ -552,11 +552,15 @@ pub async fn provision_batch(
         }
         return Ok(reports);
     }
-    // Journals first, then the vault (one commit).
+    // Journals first (one sync round for all), so that a crash at any later point leaves
+    // every customer of the batch recognised as ours: `provision NAME` finishes it (each step
+    // checks the server and the vault first), `--abort` undoes it.
     let mut journals: Vec<Journal> = all
         .iter()
         .map(|n| Journal::new(Operation::Provision, &server, &n.customer))
         .collect();
+    Journal::save_all(&state, &journals)?;
+    // The vault: one commit.
     let mut records = Vec::new();
     for n in &all {
         let pw = password::generate()
@@ -574,30 +578,35 @@ pub async fn provision_batch(
         .map(|r| password::scram_verifier(&r.secret))
         .collect();
     ctx.vault.put_many(records, false).map_err(vault_err)?;
-    for j in &mut journals {
-        j.mark(&state, "vault-pending")?;
-    }
+    step_boundary!("provision-batch-after-vault");
     // Make sure new databases are born locked down (template public schema without PUBLIC CREATE).
     let template = locked_template(ctx).await?;
-    for ((n, v), j) in all.iter().zip(&verifiers).zip(&mut journals) {
-        ctx.exec(&role_sql(n, v, limit, true)).await?;
-        j.mark(&state, "role")?;
-        ctx.exec(&format!(
-            "CREATE DATABASE {} OWNER {} TEMPLATE {}",
-            quote_ident(&n.database),
-            quote_ident(&n.role),
-            quote_ident(&template)
-        ))
-        .await?;
-        j.mark(&state, "database")?;
-        ctx.exec(&privileges_sql(n)).await?;
-        j.mark(&state, "privileges")?;
-        j.mark(&state, "schema")?;
+    // Every role in one round trip (one transaction: all or none).
+    let roles: Vec<String> = all
+        .iter()
+        .zip(&verifiers)
+        .map(|(n, v)| role_sql(n, v, limit, true))
+        .collect();
+    ctx.exec(&roles.join(";\n")).await?;
+    // The databases, several at a time: each CREATE DATABASE copies the template and waits
+    // for its own I/O, so a few connections keep the server busy.
+    create_databases(ctx, &all, &template).await?;
+    // Only the customer may connect: one round trip (one transaction).
+    let privileges: Vec<String> = all.iter().map(privileges_sql).collect();
+    ctx.exec(&privileges.join(";\n")).await?;
+    for j in &mut journals {
+        for step in ["vault-pending", "role", "database", "privileges", "schema"] {
+            j.note(step);
+        }
     }
+    Journal::save_all(&state, &journals)?;
+    step_boundary!("provision-batch-after-databases");
     let hba = ctx.apply_hba(false, edit).await?;
     for j in &mut journals {
-        j.mark(&state, "hba")?;
+        j.note("hba");
     }
+    Journal::save_all(&state, &journals)?;
+    step_boundary!("provision-batch-after-hba");
     let names: Vec<&str> = all.iter().map(|n| n.customer.as_str()).collect();
     ctx.vault
         .set_status_many(&names, VaultStatus::Active)
@@ -612,6 +621,47 @@ pub async fn provision_batch(
         }
     }
     Ok(reports)
+}
+
+/// Connections a batch creates its databases over (the admin connection and more).
+const BATCH_CONNECTIONS: usize = 4;
+
+/// `CREATE DATABASE ... OWNER ... TEMPLATE` for every customer of a batch, over up to
+/// [`BATCH_CONNECTIONS`] admin connections at once (one for small batches).
+async fn create_databases(ctx: &Ctx<'_>, all: &[CustomerNames], template: &str) -> Result<()> {
+    let sql = |n: &CustomerNames| {
+        format!(
+            "CREATE DATABASE {} OWNER {} TEMPLATE {}",
+            quote_ident(&n.database),
+            quote_ident(&n.role),
+            quote_ident(template)
+        )
+    };
+    let extra = (all.len() / 8).min(BATCH_CONNECTIONS - 1);
+    let mut clients = Vec::with_capacity(extra);
+    for _ in 0..extra {
+        clients.push(ctx.connect_db(&ctx.server.admin_database).await?);
+    }
+    let lanes: Vec<&tokio_postgres::Client> =
+        std::iter::once(ctx.admin).chain(clients.iter()).collect();
+    let work = lanes.iter().enumerate().map(|(lane, client)| {
+        let mine: Vec<String> = all
+            .iter()
+            .skip(lane)
+            .step_by(lanes.len())
+            .map(&sql)
+            .collect();
+        async move {
+            for q in mine {
+                client.batch_execute(&q).await.map_err(pg)?;
+            }
+            Ok::<(), Error>(())
+        }
+    });
+    for r in futures_util::future::join_all(work).await {
+        r?;
+    }
+    Ok(())
 }
 
 /// The template new customer databases are created from: template1 when its public schema is
