@@ -627,6 +627,26 @@ async fn batch_provisioning_uses_one_apply() {
     })
     .await;
     assert_eq!(env.footprint().await, before);
+    // A customer another session is working on (its lock is held) fails the batch at once,
+    // naming it, with nothing done for the others.
+    let dir = env.config.state_dir().join("journal").join("t");
+    std::fs::create_dir_all(&dir).unwrap();
+    let held = costplus_fs::LockFile::acquire(&dir.join("busy2.lock")).unwrap();
+    let busy = vec!["busy1".to_string(), "busy2".to_string()];
+    let err = env
+        .with_ctx(async |ctx| {
+            customer::provision_batch(ctx, &busy, ProvisionOptions::default())
+                .await
+                .unwrap_err()
+        })
+        .await
+        .to_string();
+    assert!(
+        err.contains("busy2") && err.contains("another costplus session"),
+        "{err}"
+    );
+    assert_eq!(env.footprint().await, before);
+    drop(held);
 }
 
 /// A batch that crashes at a phase boundary leaves a journal for every customer: each one is

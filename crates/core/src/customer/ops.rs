@@ -218,6 +218,23 @@ fn lock_customer(
     )?)
 }
 
+/// [`lock_customer`] without waiting: another session's lock is an error naming the customer.
+fn try_lock_customer(
+    state: &std::path::Path,
+    server: &str,
+    customer: &str,
+) -> Result<costplus_fs::LockFile> {
+    let dir = state.join("journal").join(server);
+    costplus_fs::create_dir_with_mode(&dir, 0o700)?;
+    match costplus_fs::LockFile::try_acquire(&dir.join(format!("{customer}.lock"))) {
+        Err(costplus_fs::Error::Locked { path }) => Err(Error::Invalid(format!(
+            "customer {customer} is being changed by another costplus session (lock {}); run the batch again when it is done",
+            path.display()
+        ))),
+        r => Ok(r?),
+    }
+}
+
 /// One step of a plan or a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepReport {
@@ -500,6 +517,9 @@ pub async fn provision_batch(
 ) -> Result<Vec<ProvisionReport>> {
     let mut all = Vec::new();
     let mut seen = BTreeSet::new();
+    // The same per-customer locks as `provision NAME`, held for the whole batch; never waited
+    // for (a customer another session is changing fails the batch before anything is done).
+    let mut locks = Vec::new();
     for c in customers {
         if !seen.insert(c.as_str()) {
             return Err(Error::Invalid(format!(
@@ -507,6 +527,9 @@ pub async fn provision_batch(
             )));
         }
         let n = ctx.names(c)?;
+        if !opts.plan {
+            locks.push(try_lock_customer(&ctx.state_dir(), &ctx.server.name, c)?);
+        }
         if ctx.role_exists(&n.role).await?
             || ctx.database_exists(&n.database).await?
             || ctx.vault.summary(c.as_str()).is_ok()
