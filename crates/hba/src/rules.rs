@@ -1386,29 +1386,29 @@ impl<'a> RowBuilder<'a> {
         } else {
             None
         };
-        let rule = if res.ok {
-            let options = render_options(&p);
-            Some(HbaRule {
-                conn_type: p.conn_type.unwrap_or(ConnType::Host),
-                databases: p.databases,
-                users: p.users,
-                address: p.address,
-                method: p.method.unwrap_or(AuthMethod::Reject),
-                clientcert: p.clientcert,
-                options,
-            })
-        } else {
-            None
-        };
         rows.push(RuleRow {
             line_number: tl.line_number,
             error: res.err,
             file_name,
             rule_number,
             view_hides_error: res.silent,
-            rule,
+            rule: None,
             file,
         });
+        if res.ok
+            && let Some(row) = rows.last_mut()
+        {
+            // written in place: no row-sized temporary to copy
+            row.rule = Some(HbaRule {
+                conn_type: p.conn_type.unwrap_or(ConnType::Host),
+                options: render_options(&p),
+                databases: p.databases,
+                users: p.users,
+                address: p.address,
+                method: p.method.unwrap_or(AuthMethod::Reject),
+                clientcert: p.clientcert,
+            });
+        }
     }
 }
 
