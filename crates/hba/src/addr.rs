@@ -221,11 +221,12 @@ pub(crate) fn inet_pton6(src: &[u8]) -> Option<Ipv6Addr> {
             return None;
         }
         let n = tp - cp;
-        let moved: Vec<u8> = tmp[cp..tp].to_vec();
+        let mut moved = [0u8; 16];
+        moved[..n].copy_from_slice(&tmp[cp..tp]);
         for b in &mut tmp[cp..] {
             *b = 0;
         }
-        tmp[16 - n..].copy_from_slice(&moved);
+        tmp[16 - n..].copy_from_slice(&moved[..n]);
         tp = 16;
     }
     (tp == 16).then(|| Ipv6Addr::from(tmp))

@@ -140,7 +140,7 @@ pub fn read_rules(
     let mut rows = Vec::with_capacity(memchr::memchr_iter(b'\n', bytes).count() + 1);
     let mut builder = rules::RowBuilder::new(opts, env);
     tk.tokenize_file(file_name.as_os_str().as_bytes(), bytes, 0, &mut |tl| {
-        rows.push(builder.row(tl))
+        builder.push_row(tl, &mut rows)
     });
     let mut diagnostics = tk.diagnostics;
     for r in &rows {

@@ -420,7 +420,7 @@ impl ReadOptions {
 }
 
 #[derive(Default)]
-struct Parsed {
+struct Parsed<'t> {
     conn_type: Option<ConnType>,
     databases: SmallVec<[Token; 1]>,
     users: SmallVec<[Token; 1]>,
@@ -430,7 +430,7 @@ struct Parsed {
     include_realm: bool,
     ldapscope: i32,
     /// `map=` (common enough to keep out of the boxed options).
-    usermap: Option<Vec<u8>>,
+    usermap: Option<&'t [u8]>,
     /// Rarely used options, allocated on first use.
     o: Option<Box<Opts>>,
 }
@@ -493,7 +493,7 @@ const EMPTY_OPTS: Opts = Opts {
     oauth_skip_usermap: false,
 };
 
-impl Parsed {
+impl Parsed<'_> {
     fn o(&mut self) -> &mut Opts {
         self.o.get_or_insert_with(Box::default)
     }
@@ -624,7 +624,7 @@ fn tokens_of(f: &[Tok<'_>]) -> SmallVec<[Token; 1]> {
 }
 
 /// Parse into `p` (a fresh `Parsed`); on success `ok` is set and `p` holds the rule.
-fn parse_line(tl: &TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed) -> LineResult {
+fn parse_line<'t>(tl: &'t TokLine<'_>, ctx: &Ctx<'_>, p: &mut Parsed<'t>) -> LineResult {
     let v = ctx.opts.version.major();
     // A warning that does not stop parsing (hostssl without ssl, hostgssenc without gss).
     let mut soft_err: Option<String> = None;
@@ -958,7 +958,12 @@ fn invalid_for(name: &str, methods: &str) -> OptErr {
     ))
 }
 
-fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Result<(), OptErr> {
+fn parse_option<'t>(
+    p: &mut Parsed<'t>,
+    name: &[u8],
+    val: &'t [u8],
+    ctx: &Ctx<'_>,
+) -> Result<(), OptErr> {
     let v = ctx.opts.version.major();
     let method = p.method.unwrap_or(AuthMethod::Trust);
     let ct = p.conn_type.unwrap_or(ConnType::Host);
@@ -992,7 +997,7 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
                     },
                 ));
             }
-            p.usermap = Some(val.to_vec());
+            p.usermap = Some(val);
         }
         b"clientcert" => {
             if ct != ConnType::HostSsl {
@@ -1241,7 +1246,7 @@ fn parse_option(p: &mut Parsed, name: &[u8], val: &[u8], ctx: &Ctx<'_>) -> Resul
 }
 
 /// `get_hba_options`.
-fn render_options(p: &Parsed) -> SmallVec<[Cow<'static, str>; 1]> {
+fn render_options(p: &Parsed<'_>) -> SmallVec<[Cow<'static, str>; 1]> {
     let op = p.opts();
     let mut o: SmallVec<[Cow<'static, str>; 1]> = SmallVec::new();
     let method = p.method.unwrap_or(AuthMethod::Trust);
@@ -1347,9 +1352,11 @@ impl<'a> RowBuilder<'a> {
         }
     }
 
-    pub fn row(&mut self, tl: &TokLine<'_>) -> RuleRow {
+    /// Append the row of `tl` to `rows` (built in one expression: a row is large, and
+    /// moving it through temporaries showed in profiles).
+    pub fn push_row(&mut self, tl: &TokLine<'_>, rows: &mut Vec<RuleRow>) {
         let file_name = match &self.names_cache {
-            Some((f, n)) if Arc::ptr_eq(f, &tl.file) => n.clone(),
+            Some((f, n)) if Arc::ptr_eq(f, tl.file) => n.clone(),
             _ => {
                 let n: Arc<str> = Arc::from(s(std::os::unix::ffi::OsStrExt::as_bytes(
                     tl.file.as_os_str(),
@@ -1358,40 +1365,50 @@ impl<'a> RowBuilder<'a> {
                 n
             }
         };
-        let mut row = RuleRow {
-            line_number: tl.line_number,
-            error: None,
-            file_name,
-            rule_number: None,
-            view_hides_error: false,
-            rule: None,
-            file: tl.file.clone(),
-        };
+        let file = tl.file.clone();
         if let Some(e) = &tl.err {
-            row.error = Some(e.clone());
-            return row;
+            rows.push(RuleRow {
+                line_number: tl.line_number,
+                error: Some(e.clone()),
+                file_name,
+                rule_number: None,
+                view_hides_error: false,
+                rule: None,
+                file,
+            });
+            return;
         }
         let mut p = Parsed::default();
         let res = parse_line(tl, &self.ctx, &mut p);
-        if res.err.is_none() || res.silent {
+        let rule_number = if res.err.is_none() || res.silent {
             self.rule_number += 1;
-            row.rule_number = Some(self.rule_number);
-        }
-        row.error = res.err;
-        row.view_hides_error = res.silent;
-        if res.ok {
-            let options = render_options(&p);
+            Some(self.rule_number)
+        } else {
+            None
+        };
+        rows.push(RuleRow {
+            line_number: tl.line_number,
+            error: res.err,
+            file_name,
+            rule_number,
+            view_hides_error: res.silent,
+            rule: None,
+            file,
+        });
+        if res.ok
+            && let Some(row) = rows.last_mut()
+        {
+            // written in place: no row-sized temporary to copy
             row.rule = Some(HbaRule {
                 conn_type: p.conn_type.unwrap_or(ConnType::Host),
+                options: render_options(&p),
                 databases: p.databases,
                 users: p.users,
                 address: p.address,
                 method: p.method.unwrap_or(AuthMethod::Reject),
                 clientcert: p.clientcert,
-                options,
             });
         }
-        row
     }
 }
 
