@@ -126,6 +126,55 @@ fn customer_lifecycle() {
     ));
     assert_eq!(drill["ok"], true, "{drill}");
 
+    // An accident; the customer's database is put back as it was, in place, asked explicitly.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let target = sb.admin_sql("SELECT now()::text").trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(&sb.psql_as(
+        "acme_user",
+        &pw,
+        "acme_db",
+        "DELETE FROM orders WHERE id > 10",
+    ));
+    let refused = sb.run(
+        "costplus-backup",
+        &["restore-customer", "acme", "--target", &target, "--replace"],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    ok(&sb.run("costplus-backup", &["check"]));
+    let restored = json(&sb.run(
+        "costplus-backup",
+        &[
+            "restore-customer",
+            "acme",
+            "--target",
+            &target,
+            "--replace",
+            "--yes",
+            "--format",
+            "json",
+        ],
+    ));
+    let kept = restored["replaced"]["kept_as"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(kept.starts_with("acme_db_replaced_"), "{restored}");
+    let count = |sql: &str| {
+        ok(&sb.psql_as("acme_user", &pw, "acme_db", sql))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(count("SELECT count(*) FROM orders"), "1000");
+    assert_eq!(
+        sb.admin_sql(&format!(
+            "SELECT datallowconn FROM pg_database WHERE datname = '{kept}'"
+        ))
+        .trim(),
+        "f"
+    );
+
     // Rotation: the old password stops working, the new one works.
     ok(&sb.run("costplus-provision", &["acme", "--rotate"]));
     let new_pw = sb.password("acme");

@@ -175,6 +175,13 @@ enum Command {
         /// Repository to restore from.
         #[arg(long, default_value_t = 1)]
         repo: u32,
+        /// Then put the restored copy in place of the live database (kept as
+        /// `<db>_replaced_<timestamp>`, refusing connections; its sessions are ended). Needs --yes.
+        #[arg(long)]
+        replace: bool,
+        /// Confirm --replace.
+        #[arg(long)]
+        yes: bool,
         /// Show the steps; change nothing.
         #[arg(long)]
         plan: bool,
@@ -545,9 +552,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             target,
             into,
             repo,
+            replace,
+            yes,
             plan,
         } => {
             ctx.check_repo(repo)?;
+            if replace && !yes && !plan {
+                bail!(
+                    "--replace takes the live database of {name} out of service and puts the restored copy in its place: add --yes to confirm (or --plan to see the steps)"
+                );
+            }
             let database = ctx.config.naming.database_for(&name);
             let opts = customer::CustomerRestoreOptions {
                 into: into.unwrap_or_else(|| customer::default_into(&database, chrono::Utc::now())),
@@ -560,13 +574,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 superuser: ctx.target.superuser.clone(),
                 bin: None,
             };
-            let report = if plan {
-                customer::plan(&ctx.pgbr, &opts)
+            let keep_as = customer::default_keep_as(&opts.database, chrono::Utc::now());
+            let (mut report, replaced) = if plan {
+                (customer::plan(&ctx.pgbr, &opts), None)
             } else {
-                rt.block_on(customer::run(&ctx.pgbr, &ctx.live()?, &opts))?
+                let live = ctx.live()?;
+                let report = rt.block_on(customer::run(&ctx.pgbr, &live, &opts))?;
+                let replaced = if replace {
+                    Some(rt.block_on(customer::replace_live(
+                        &live,
+                        &opts.database,
+                        &opts.into,
+                        &keep_as,
+                    ))?)
+                } else {
+                    None
+                };
+                (report, replaced)
             };
+            if replace {
+                report.steps.retain(|s| !s.contains("is not touched"));
+            }
+            if replace && plan {
+                report.steps.push(format!(
+                    "--replace: refuse connections to {db}, end its sessions, rename {db} to {keep_as} (kept) and {} to {db}",
+                    opts.into,
+                    db = opts.database
+                ));
+            }
             match fmt {
-                Format::Json => print_json(&report)?,
+                Format::Json => {
+                    let mut v = serde_json::to_value(&report)?;
+                    v["replaced"] = serde_json::to_value(&replaced)?;
+                    print_json(&v)?
+                }
                 Format::Human => {
                     let head = if report.done { "restored" } else { "plan" };
                     println!(
@@ -578,6 +619,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                     if let Some(n) = report.tables {
                         println!("{n} tables in {}", report.into);
+                    }
+                    if let Some(r) = &replaced {
+                        println!(
+                            "replaced: {} now holds the restored copy; the old one is kept as {} (connections refused); {} sessions ended",
+                            r.database, r.kept_as, r.terminated_sessions
+                        );
                     }
                 }
             }

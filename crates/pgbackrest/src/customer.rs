@@ -234,6 +234,115 @@ pub async fn run(
     Ok(report)
 }
 
+/// What [`replace_live`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplaceReport {
+    /// The customer's database name, now holding the restored copy.
+    pub database: String,
+    /// The restored copy's former name.
+    pub restored_from: String,
+    /// Where the replaced live database was kept (connections to it are refused).
+    pub kept_as: String,
+    /// Sessions on the live database that were terminated.
+    pub terminated_sessions: i64,
+}
+
+/// Put a restored copy in place of the live database, explicitly asked for
+/// (`restore-customer --replace --yes`): the live database stops accepting connections, its
+/// sessions are terminated, and in one transaction it is renamed to `keep_as` (kept, not
+/// dropped, with connections refused) and `restored` takes its name. On any error before the
+/// commit the live database is left as it was, accepting connections again.
+pub async fn replace_live(
+    live: &ConnectOptions,
+    database: &str,
+    restored: &str,
+    keep_as: &str,
+) -> Result<ReplaceReport> {
+    let mut admin_opts = live.clone();
+    admin_opts.dbname = "postgres".into();
+    let mut admin = connect(&admin_opts).await?;
+    for (name, want) in [(database, true), (restored, true), (keep_as, false)] {
+        let found = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .map_err(pg_err("checking the live server"))?
+            .is_some();
+        if found != want {
+            return Err(Error::Config(if want {
+                format!("database {name} does not exist on the live server")
+            } else {
+                format!("database {name} already exists on the live server; nothing was changed")
+            }));
+        }
+    }
+    let (db, new, keep) = (
+        quote_ident(database),
+        quote_ident(restored),
+        quote_ident(keep_as),
+    );
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false"))
+        .await
+        .map_err(pg_err("refusing new connections to the live database"))?;
+    let swapped = async {
+        let mut terminated = 0i64;
+        for _ in 0..100 {
+            let row = admin
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)), count(*) FROM pg_stat_activity \
+                     WHERE datname = ANY($1) AND pid <> pg_backend_pid()",
+                    &[&vec![database.to_string(), restored.to_string()]],
+                )
+                .await
+                .map_err(pg_err("terminating sessions"))?;
+            let (killed, left): (i64, i64) = (row.get(0), row.get(1));
+            terminated += killed;
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let tx = admin
+            .transaction()
+            .await
+            .map_err(pg_err("starting the swap"))?;
+        tx.batch_execute(&format!(
+            "ALTER DATABASE {db} RENAME TO {keep}; ALTER DATABASE {new} RENAME TO {db}; \
+             ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .map_err(pg_err("swapping the databases"))?;
+        tx.commit().await.map_err(pg_err("swapping the databases"))?;
+        Ok::<_, Error>(terminated)
+    }
+    .await;
+    match swapped {
+        Ok(terminated_sessions) => Ok(ReplaceReport {
+            database: database.into(),
+            restored_from: restored.into(),
+            kept_as: keep_as.into(),
+            terminated_sessions,
+        }),
+        Err(e) => {
+            let _ = admin
+                .batch_execute(&format!("ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true"))
+                .await;
+            Err(e)
+        }
+    }
+}
+
+/// The default name the replaced live database is kept under: `<db>_replaced_<YYYYMMDDHHMMSS>`.
+pub fn default_keep_as(database: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let suffix = format!("_replaced_{}", now.format("%Y%m%d%H%M%S"));
+    let keep = 63usize.saturating_sub(suffix.len());
+    let mut base: String = database.to_string();
+    while base.len() > keep {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
 fn prepare(scratch: &std::path::Path, pgbr: &PgBackRest) -> Result<()> {
     let user = pgbr.os_user();
     if let Some(parent) = scratch.parent()
@@ -271,10 +380,18 @@ async fn copy_into_live(
             ))
             .await
             .map_err(pg_err("setting the new database's privileges"))?;
-        pipe_dump_restore(scratch, live, opts)?;
+        // The public schema as provisioning leaves a customer's: owned by the customer's role,
+        // nothing for PUBLIC (the restore runs as that role and creates its objects there).
         let mut o = live.clone();
         o.dbname = opts.into.clone();
         let c = connect(&o).await?;
+        c.batch_execute(&format!(
+            "ALTER SCHEMA public OWNER TO {role}; REVOKE ALL ON SCHEMA public FROM PUBLIC; \
+             GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+        ))
+        .await
+        .map_err(pg_err("locking the new database's public schema"))?;
+        pipe_dump_restore(scratch, live, opts)?;
         let n: i64 = c
             .query_one(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

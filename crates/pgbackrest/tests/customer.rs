@@ -120,4 +120,57 @@ fn restore_customer_brings_back_deleted_rows_into_a_new_database_only() {
             "{e}"
         );
     }
+
+    // Asked explicitly: the restored copy takes the live database's place; the live one is
+    // kept, refusing connections; a session on it is ended.
+    let keep = customer::default_keep_as("acme_db", chrono::Utc::now());
+    let e = block_on(customer::replace_live(
+        &live,
+        "acme_db",
+        &opts.into,
+        "globex_db",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("already exists") && e.contains("nothing was changed"),
+        "{e}"
+    );
+    assert_eq!(rig.count("acme_db", "SELECT count(*) FROM orders"), 20);
+    let r = block_on(async {
+        let session = rig.pg.connect_db("acme_db").await;
+        let r = customer::replace_live(&live, "acme_db", &opts.into, &keep)
+            .await
+            .unwrap();
+        assert!(
+            session.simple_query("SELECT 1").await.is_err(),
+            "the old session lives"
+        );
+        r
+    });
+    assert_eq!(
+        (r.kept_as.as_str(), r.terminated_sessions),
+        (keep.as_str(), 1)
+    );
+    assert_eq!(rig.count("acme_db", "SELECT count(*) FROM orders"), 150);
+    assert_eq!(
+        rig.count(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = '{keep}' AND NOT datallowconn"
+            )
+        ),
+        1
+    );
+    assert_eq!(
+        rig.count(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = '{}'",
+                opts.into
+            )
+        ),
+        0
+    );
+    assert_eq!(rig.count("globex_db", "SELECT count(*) FROM items"), 15);
 }
