@@ -202,6 +202,31 @@ async fn load_time(client: &tokio_postgres::Client) -> Result<String, Error> {
     Ok(row.get(0))
 }
 
+/// Whether `path` was modified at or after the server's last configuration load.
+async fn newer_than_last_load(client: &tokio_postgres::Client, path: &Path) -> Result<bool, Error> {
+    let loaded: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM pg_conf_load_time())::float8",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Server {
+            action: "reading pg_conf_load_time()",
+            message: e.to_string(),
+        })?
+        .get(0);
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::Read {
+            path: path.to_path_buf(),
+            message: format!("modification time: {e}"),
+        })?;
+    let modified = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    Ok(modified >= loaded)
+}
+
 async fn reload(client: &tokio_postgres::Client, timeout: Duration) -> Result<bool, Error> {
     let before = load_time(client).await?;
     let ok: bool = client
@@ -255,6 +280,28 @@ pub async fn apply(
         reloaded: false,
     };
     if !report.changed {
+        // Nothing to write, but a writer that died between writing and reloading leaves a file
+        // the server does not run yet: reload when the file is newer than the last load.
+        if let Some(client) = client
+            && opts.reload
+            && newer_than_last_load(client, path).await?
+        {
+            let errors = server_errors(client).await?;
+            if !errors.is_empty() {
+                return Err(Error::Server {
+                    action: "reloading the unchanged file (the server refuses it, not reloaded)",
+                    message: errors.join("; "),
+                });
+            }
+            report.validated_by_server = true;
+            if !reload(client, opts.reload_timeout).await? {
+                return Err(Error::Server {
+                    action: "reloading the unchanged file",
+                    message: "pg_conf_load_time() did not advance".into(),
+                });
+            }
+            report.reloaded = true;
+        }
         return Ok(report);
     }
     offline_check(&new, opts)?;

@@ -231,6 +231,60 @@ fn apply_writes_validates_reloads_and_keeps_owner_and_mode() {
     });
 }
 
+/// A writer that died between writing the file and reloading: applying the same edit again
+/// changes no byte but reloads, so the server runs the file; once loaded, no more reloads.
+#[test]
+fn a_file_written_but_never_reloaded_is_reloaded_by_the_next_apply() {
+    let tc = TestCluster::start();
+    let hba = tc.cluster().hba_file();
+    block_on(async {
+        let admin = tc.connect().await;
+        admin.batch_execute("CREATE ROLE fred LOGIN").await.unwrap();
+        admin.batch_execute("CREATE DATABASE fred").await.unwrap();
+        let rules = [RuleSpec {
+            method: costplus_hba::AuthMethod::Trust,
+            ..RuleSpec::hostssl_scram("fred", "fred", "127.0.0.1/32")
+        }];
+        let su = tc.superuser().to_string();
+        let base = format!(
+            "local all {su} peer map=costplus_admin\nhostssl all {su} 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n"
+        );
+        apply(Some(&admin), &opts_for(&tc), |d| {
+            *d = Document::parse(base.as_bytes());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        // The crash: written offline (no server, no reload).
+        apply(None, &opts_for(&tc), |d| {
+            d.set_customer_rules("fred", &rules).map(|_| ())
+        })
+        .await
+        .unwrap();
+        // The server still runs the old file, without fred's line.
+        assert_eq!(attempt(&tc, "fred", "fred", true).await, Outcome::Rejected);
+        let written = std::fs::read(&hba).unwrap();
+        let report = apply(Some(&admin), &opts_for(&tc), |d| {
+            d.set_customer_rules("fred", &rules).map(|_| ())
+        })
+        .await
+        .unwrap();
+        assert!(
+            !report.changed && report.validated_by_server && report.reloaded,
+            "{report:?}"
+        );
+        assert_eq!(std::fs::read(&hba).unwrap(), written);
+        assert_eq!(attempt(&tc, "fred", "fred", true).await, Outcome::Trusted);
+        // Loaded now: the same apply again neither writes nor reloads.
+        let again = apply(Some(&admin), &opts_for(&tc), |d| {
+            d.set_customer_rules("fred", &rules).map(|_| ())
+        })
+        .await
+        .unwrap();
+        assert!(!again.changed && !again.reloaded, "{again:?}");
+    });
+}
+
 fn load_time(tc: &TestCluster) -> String {
     block_on(async {
         tc.connect()
