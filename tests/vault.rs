@@ -7,18 +7,8 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 
+use costplus_testsupport::sandbox::ok;
 use costplus_testsupport::workspace_bin;
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 fn vault(args: &[&str], stdin: &str, env_config: Option<&std::path::Path>) -> Output {
     let mut cmd = Command::new(workspace_bin("costplus-vault"));

@@ -46,7 +46,12 @@ pub struct CustomerRestoreOptions {
 
 /// The default name of the copy: `<db>_restored_<YYYYMMDDHHMMSS>` (cut to 63 bytes).
 pub fn default_into(database: &str, now: chrono::DateTime<chrono::Utc>) -> String {
-    let suffix = format!("_restored_{}", now.format("%Y%m%d%H%M%S"));
+    stamped(database, "restored", now)
+}
+
+/// `<db>_<what>_<YYYYMMDDHHMMSS>`, the database name cut so the whole fits in 63 bytes.
+fn stamped(database: &str, what: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let suffix = format!("_{what}_{}", now.format("%Y%m%d%H%M%S"));
     let keep = 63usize.saturating_sub(suffix.len());
     let mut base: String = database.to_string();
     while base.len() > keep {
@@ -334,13 +339,7 @@ pub async fn replace_live(
 
 /// The default name the replaced live database is kept under: `<db>_replaced_<YYYYMMDDHHMMSS>`.
 pub fn default_keep_as(database: &str, now: chrono::DateTime<chrono::Utc>) -> String {
-    let suffix = format!("_replaced_{}", now.format("%Y%m%d%H%M%S"));
-    let keep = 63usize.saturating_sub(suffix.len());
-    let mut base: String = database.to_string();
-    while base.len() > keep {
-        base.pop();
-    }
-    format!("{base}{suffix}")
+    stamped(database, "replaced", now)
 }
 
 fn prepare(scratch: &std::path::Path, pgbr: &PgBackRest) -> Result<()> {

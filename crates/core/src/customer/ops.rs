@@ -211,10 +211,8 @@ fn lock_customer(
     server: &str,
     customer: &str,
 ) -> Result<costplus_fs::LockFile> {
-    let dir = state.join("journal").join(server);
-    costplus_fs::create_dir_with_mode(&dir, 0o700)?;
     Ok(costplus_fs::LockFile::acquire(
-        &dir.join(format!("{customer}.lock")),
+        &lock_path(state, server)?.join(format!("{customer}.lock")),
     )?)
 }
 
@@ -224,15 +222,21 @@ fn try_lock_customer(
     server: &str,
     customer: &str,
 ) -> Result<costplus_fs::LockFile> {
-    let dir = state.join("journal").join(server);
-    costplus_fs::create_dir_with_mode(&dir, 0o700)?;
-    match costplus_fs::LockFile::try_acquire(&dir.join(format!("{customer}.lock"))) {
+    let path = lock_path(state, server)?.join(format!("{customer}.lock"));
+    match costplus_fs::LockFile::try_acquire(&path) {
         Err(costplus_fs::Error::Locked { path }) => Err(Error::Invalid(format!(
             "customer {customer} is being changed by another costplus session (lock {}); run the batch again when it is done",
             path.display()
         ))),
         r => Ok(r?),
     }
+}
+
+/// The directory of the per-customer locks (beside the journals), created when missing.
+fn lock_path(state: &std::path::Path, server: &str) -> Result<std::path::PathBuf> {
+    let dir = state.join("journal").join(server);
+    costplus_fs::create_dir_with_mode(&dir, 0o700)?;
+    Ok(dir)
 }
 
 /// One step of a plan or a run.
