@@ -132,6 +132,7 @@ fn restore_options(opts: &CustomerRestoreOptions, scratch: &std::path::Path) -> 
         target: Some(opts.target.clone()),
         db_include: vec![opts.database.clone()],
         tablespace_dir: Some(scratch.join("tablespaces")),
+        spool_dir: Some(scratch.join("spool")),
         process_max: opts.process_max,
     }
 }
@@ -205,7 +206,7 @@ pub async fn run(
     ));
     let t = Instant::now();
     let result = async {
-        prepare(&scratch, pgbr)?;
+        crate::drill::prepare_scratch(&scratch, pgbr)?;
         pgbr.restore(&restore_options(opts, &scratch))?;
         let mut a = AdoptOptions::new(&scratch);
         a.os_user = Some(pgbr.os_user().clone());
@@ -340,22 +341,6 @@ pub async fn replace_live(
 /// The default name the replaced live database is kept under: `<db>_replaced_<YYYYMMDDHHMMSS>`.
 pub fn default_keep_as(database: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     stamped(database, "replaced", now)
-}
-
-fn prepare(scratch: &std::path::Path, pgbr: &PgBackRest) -> Result<()> {
-    let user = pgbr.os_user();
-    if let Some(parent) = scratch.parent()
-        && !parent.exists()
-    {
-        costplus_fs::create_dir_with_mode(parent, 0o755)?;
-    }
-    for dir in [scratch.to_path_buf(), scratch.join("data")] {
-        costplus_fs::create_dir_with_mode(&dir, 0o700)?;
-        if !user.is_current() {
-            costplus_fs::chown(&dir, user.uid, user.gid)?;
-        }
-    }
-    Ok(())
 }
 
 async fn copy_into_live(

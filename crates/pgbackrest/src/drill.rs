@@ -249,6 +249,7 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
             target: opts.target.clone(),
             db_include: Vec::new(),
             tablespace_dir: Some(scratch.join("tablespaces")),
+            spool_dir: Some(scratch.join("spool")),
             process_max: opts.process_max,
         };
         let t = Instant::now();
@@ -434,14 +435,20 @@ fn databases_of_set(
         .collect())
 }
 
-fn prepare_scratch(scratch: &Path, pgbr: &PgBackRest) -> Result<()> {
+/// The scratch directory, its `data` and its own pgBackRest `spool` (a restore clears the spool's
+/// archive-get queue: it must never be the live cluster's), owned by the server's OS user.
+pub(crate) fn prepare_scratch(scratch: &Path, pgbr: &PgBackRest) -> Result<()> {
     let user = pgbr.os_user();
     if let Some(parent) = scratch.parent()
         && !parent.exists()
     {
         costplus_fs::create_dir_with_mode(parent, 0o755)?;
     }
-    for dir in [scratch.to_path_buf(), scratch.join("data")] {
+    for dir in [
+        scratch.to_path_buf(),
+        scratch.join("data"),
+        scratch.join("spool"),
+    ] {
         costplus_fs::create_dir_with_mode(&dir, 0o700)?;
         if !user.is_current() {
             costplus_fs::chown(&dir, user.uid, user.gid)?;

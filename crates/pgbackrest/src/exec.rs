@@ -67,6 +67,10 @@ pub struct RestoreOptions {
     /// Where tablespaces go (`--tablespace-map-all`), so a restore never writes into the live
     /// server's tablespace directories.
     pub tablespace_dir: Option<PathBuf>,
+    /// pgBackRest's spool for this restore (`--spool-path`): a restore clears the archive-get
+    /// queue in the spool, which must not be the live cluster's (its asynchronous archiving
+    /// writes there at the same time).
+    pub spool_dir: Option<PathBuf>,
     /// Parallel processes.
     pub process_max: Option<u32>,
 }
@@ -97,6 +101,9 @@ impl RestoreOptions {
         }
         if let Some(t) = &self.tablespace_dir {
             a.push(format!("--tablespace-map-all={}", t.display()));
+        }
+        if let Some(s) = &self.spool_dir {
+            a.push(format!("--spool-path={}", s.display()));
         }
         if let Some(p) = self.process_max {
             a.push(format!("--process-max={p}"));
@@ -355,9 +362,11 @@ mod tests {
             pg_path: "/s".into(),
             target: Some("2026-01-01 10:00:00+00".into()),
             db_include: vec!["acme_db".into()],
+            spool_dir: Some("/s/spool".into()),
             ..Default::default()
         };
         let a = o.args();
+        assert!(a.contains(&"--spool-path=/s/spool".to_string()));
         assert!(a.contains(&"--type=time".to_string()));
         assert!(a.contains(&"--target=2026-01-01 10:00:00+00".to_string()));
         assert!(a.contains(&"--db-include=acme_db".to_string()));
