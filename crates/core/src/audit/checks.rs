@@ -204,6 +204,21 @@ fn hba_lines(f: &Facts, pred: impl Fn(&super::facts::HbaRule) -> bool) -> Outcom
     o
 }
 
+/// Pass when no customer database matches `bad`; the failing evidence names those that do.
+fn no_customer_db(f: &Facts, bad: impl Fn(&super::facts::CustomerDb) -> bool) -> Outcome {
+    let b: Vec<&str> = f
+        .customers
+        .iter()
+        .filter(|c| bad(c))
+        .map(|c| c.database.as_str())
+        .collect();
+    verdict(
+        b.is_empty(),
+        format!("{} customer databases checked", f.customers.len()),
+        b.join(", "),
+    )
+}
+
 fn customer_roles(f: &Facts) -> Vec<&super::facts::Role> {
     f.customers
         .iter()
@@ -717,19 +732,7 @@ pub const CHECKS: &[Check] = &[
         "PUBLIC cannot CONNECT to customer databases",
         "REVOKE CONNECT ON DATABASE <db> FROM PUBLIC; GRANT CONNECT ... TO <customer>",
         None,
-        |f| {
-            let b: Vec<&str> = f
-                .customers
-                .iter()
-                .filter(|c| c.public_connect)
-                .map(|c| c.database.as_str())
-                .collect();
-            verdict(
-                b.is_empty(),
-                format!("{} customer databases checked", f.customers.len()),
-                b.join(", "),
-            )
-        }
+        |f| { no_customer_db(f, |c| c.public_connect) }
     ),
     check!(
         "ROLE-008",
@@ -738,19 +741,7 @@ pub const CHECKS: &[Check] = &[
         "PUBLIC cannot create TEMP tables in customer databases",
         "REVOKE TEMP ON DATABASE <db> FROM PUBLIC",
         None,
-        |f| {
-            let b: Vec<&str> = f
-                .customers
-                .iter()
-                .filter(|c| c.public_temp)
-                .map(|c| c.database.as_str())
-                .collect();
-            verdict(
-                b.is_empty(),
-                format!("{} customer databases checked", f.customers.len()),
-                b.join(", "),
-            )
-        }
+        |f| { no_customer_db(f, |c| c.public_temp) }
     ),
     check!(
         "ROLE-009",
@@ -763,17 +754,7 @@ pub const CHECKS: &[Check] = &[
             if f.customers.iter().any(|c| c.public_schema_create.is_none()) {
                 return unknown("some customer databases could not be opened");
             }
-            let b: Vec<&str> = f
-                .customers
-                .iter()
-                .filter(|c| c.public_schema_create == Some(true))
-                .map(|c| c.database.as_str())
-                .collect();
-            verdict(
-                b.is_empty(),
-                format!("{} customer databases checked", f.customers.len()),
-                b.join(", "),
-            )
+            no_customer_db(f, |c| c.public_schema_create == Some(true))
         }
     ),
     check!(

@@ -317,33 +317,68 @@ pub struct ProvisionOptions {
     pub plan: bool,
 }
 
+/// What every operation on one customer begins with.
+struct Started {
+    n: CustomerNames,
+    state: std::path::PathBuf,
+    server: String,
+    /// The customer's lock (none for a plan).
+    _lock: Option<costplus_fs::LockFile>,
+    /// The journal of an unfinished operation, if any.
+    journal: Option<Journal>,
+}
+
+/// Names, the customer's lock (unless `plan`), the journal of an unfinished operation (its
+/// leftover sessions settled) and a refusal when that operation is not `operation`.
+async fn start(
+    ctx: &mut Ctx<'_>,
+    customer: &str,
+    plan: bool,
+    operation: Operation,
+) -> Result<Started> {
+    let n = ctx.names(customer)?;
+    let state = ctx.state_dir();
+    let server = ctx.server.name.clone();
+    let lock = if plan {
+        None
+    } else {
+        Some(lock_customer(&state, &server, customer)?)
+    };
+    let journal = Journal::load(&state, &server, customer)?;
+    if journal.is_some() && !plan {
+        settle_leftovers(ctx, &n).await?;
+    }
+    if let Some(j) = &journal
+        && j.operation != operation
+    {
+        return Err(Error::Invalid(format!(
+            "customer {customer} has an unfinished {:?} (journal {}); finish or abort it first",
+            j.operation,
+            super::journal::path(&state, &server, customer).display()
+        )));
+    }
+    Ok(Started {
+        n,
+        state,
+        server,
+        _lock: lock,
+        journal,
+    })
+}
+
 /// Provision (or finish provisioning) one customer.
 pub async fn provision(
     ctx: &mut Ctx<'_>,
     customer: &str,
     opts: ProvisionOptions,
 ) -> Result<ProvisionReport> {
-    let n = ctx.names(customer)?;
-    let state = ctx.state_dir();
-    let server = ctx.server.name.clone();
-    let _lock = if opts.plan {
-        None
-    } else {
-        Some(lock_customer(&state, &server, customer)?)
-    };
-    let journal = Journal::load(&state, &server, customer)?;
-    if journal.is_some() && !opts.plan {
-        settle_leftovers(ctx, &n).await?;
-    }
-    if let Some(j) = &journal
-        && j.operation != Operation::Provision
-    {
-        return Err(Error::Invalid(format!(
-            "customer {customer} has an unfinished {:?} (journal {}); finish it first",
-            j.operation,
-            super::journal::path(&state, &server, customer).display()
-        )));
-    }
+    let Started {
+        n,
+        state,
+        server,
+        _lock,
+        journal,
+    } = start(ctx, customer, opts.plan, Operation::Provision).await?;
     let record = ctx.vault.summary(customer).ok();
     let role_exists = ctx.role_exists(&n.role).await?;
     let db_exists = ctx.database_exists(&n.database).await?;
@@ -838,26 +873,13 @@ pub async fn deprovision(
     customer: &str,
     opts: DeprovisionOptions,
 ) -> Result<DeprovisionReport> {
-    let n = ctx.names(customer)?;
-    let state = ctx.state_dir();
-    let server = ctx.server.name.clone();
-    let _lock = if opts.plan {
-        None
-    } else {
-        Some(lock_customer(&state, &server, customer)?)
-    };
-    let journal = Journal::load(&state, &server, customer)?;
-    if journal.is_some() && !opts.plan {
-        settle_leftovers(ctx, &n).await?;
-    }
-    if let Some(j) = &journal
-        && j.operation != Operation::Deprovision
-    {
-        return Err(Error::Invalid(format!(
-            "customer {customer} has an unfinished {:?}; finish or abort it first",
-            j.operation
-        )));
-    }
+    let Started {
+        n,
+        state,
+        server,
+        _lock,
+        journal,
+    } = start(ctx, customer, opts.plan, Operation::Deprovision).await?;
     let role_exists = ctx.role_exists(&n.role).await?;
     let db_exists = ctx.database_exists(&n.database).await?;
     let record = ctx.vault.summary(customer).ok();
