@@ -359,20 +359,8 @@ impl Offsite {
         let (body, md5) = read_part(path, 0, size).await?;
         let md5_hex = hex::encode(md5);
         let out = self
-            .sdk
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_length(size as i64)
-            .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
-            .body(ByteStream::from(body))
-            // Over HTTPS with Content-MD5 the payload need not be hashed into the signature too
-            // (UNSIGNED-PAYLOAD): one SHA-256 pass less on both ends.
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| Error::from_sdk("PutObject", &self.ctx(Some(key)), e))?;
+            .put_object_md5(key, size, md5, ByteStream::from(body))
+            .await?;
         Self::report(
             opts,
             Progress::Transferred {
@@ -830,25 +818,36 @@ impl Offsite {
         })
     }
 
-    /// Put bytes from memory (small artefacts), verified like [`Offsite::upload_file`].
-    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<Uploaded> {
-        let size = data.len() as u64;
-        let md5: [u8; 16] = Md5::digest(&data).into();
-        let out = self
-            .sdk
+    /// One PutObject with Content-MD5. Over HTTPS with Content-MD5 the payload need not be
+    /// hashed into the signature too (UNSIGNED-PAYLOAD): one SHA-256 pass less on both ends.
+    async fn put_object_md5(
+        &self,
+        key: &str,
+        size: u64,
+        md5: [u8; 16],
+        body: ByteStream,
+    ) -> Result<aws_sdk_s3::operation::put_object::PutObjectOutput> {
+        self.sdk
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_length(size as i64)
             .content_md5(base64::engine::general_purpose::STANDARD.encode(md5))
-            .body(ByteStream::from(data))
-            // Over HTTPS with Content-MD5 the payload need not be hashed into the signature too
-            // (UNSIGNED-PAYLOAD): one SHA-256 pass less on both ends.
+            .body(body)
             .customize()
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| Error::from_sdk("PutObject", &self.ctx(Some(key)), e))?;
+            .map_err(|e| Error::from_sdk("PutObject", &self.ctx(Some(key)), e))
+    }
+
+    /// Put bytes from memory (small artefacts), verified like [`Offsite::upload_file`].
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<Uploaded> {
+        let size = data.len() as u64;
+        let md5: [u8; 16] = Md5::digest(&data).into();
+        let out = self
+            .put_object_md5(key, size, md5, ByteStream::from(data))
+            .await?;
         let answered = out.e_tag().map(unquote).unwrap_or_default();
         self.verify_uploaded(key, size, &hex::encode(md5), &answered, 0, 0)
             .await
