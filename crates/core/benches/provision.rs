@@ -188,10 +188,25 @@ fn floor(names: &[String], connections: usize) -> Duration {
     t
 }
 
+/// The isolation proof's figures, each the best of its runs.
+struct IsolationTimes {
+    /// Provisioning the customers by the batch path (setup, reported for scale).
+    provision: Duration,
+    /// `isolation::check`: catalog + pg_hba.
+    check: Duration,
+    /// `Session::open` + `isolation(0)`: the command path, which also looks inside each database.
+    command: Duration,
+    /// The look inside each database alone (`look_inside`, concurrency 8 as the command uses).
+    inside: Duration,
+    /// Its floor: only connecting to each database over the socket, concurrency 8, no query.
+    connect_floor: Duration,
+}
+
 /// Provision `n` customers by the batch path, then time the isolation proof without the live
 /// sample: the library's `isolation::check` (catalog + pg_hba) and the whole command path
-/// (`Session::isolation(0)`, which also looks inside every customer database).
-fn isolation_proof(n: usize, runs: usize) -> (Duration, Duration, Duration) {
+/// (`Session::isolation(0)`, which also looks inside every customer database), and beside it
+/// the floor of any per-database look: a bare connection to each database.
+fn isolation_proof(n: usize, runs: usize) -> IsolationTimes {
     let env = common::env();
     let names = names("iso", n);
     let provision = block_on(env.with_ctx(async |ctx| {
@@ -240,7 +255,59 @@ fn isolation_proof(n: usize, runs: usize) -> (Duration, Duration, Duration) {
         }
         best
     });
-    (provision, check, command)
+    let (inside, connect_floor) = block_on(async {
+        use futures_util::StreamExt;
+        let admin = env.admin().await;
+        let dbs: Vec<String> = admin
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'iso%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(dbs.len(), n);
+        let mut socket = env.cluster.connect_options("postgres");
+        socket.host = env
+            .cluster
+            .cluster()
+            .socket_dir()
+            .to_string_lossy()
+            .into_owned();
+        socket.ssl = costplus_pgcluster::connect::SslMode::Disable;
+        socket.password = None;
+        let connect = |db: String| {
+            let mut o = socket.clone();
+            o.dbname = db;
+            async move { costplus_pgcluster::connect::connect(&o).await.ok() }
+        };
+        let (mut inside, mut floor) = (Duration::MAX, Duration::MAX);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let seen = costplus_core::audit::facts::look_inside(dbs.clone(), connect, 8).await;
+            inside = inside.min(t.elapsed());
+            assert_eq!(seen.len(), n);
+            let t = Instant::now();
+            let opened = futures_util::stream::iter(dbs.clone())
+                .map(connect)
+                .buffer_unordered(8)
+                .filter(|c| std::future::ready(c.is_some()))
+                .count()
+                .await;
+            floor = floor.min(t.elapsed());
+            assert_eq!(opened, n);
+        }
+        (inside, floor)
+    });
+    IsolationTimes {
+        provision,
+        check,
+        command,
+        inside,
+        connect_floor,
+    }
 }
 
 /// One way of provisioning a list of customers, timed.
@@ -307,18 +374,26 @@ fn main() {
     }
 
     if want("iso") {
-        let (prov, check, command) = isolation_proof(iso_n, 3);
+        let t = isolation_proof(iso_n, 3);
         println!(
             "isolation proof, {iso_n} customers (provisioned by batch in {:.1} s), live sample excluded, best of 3:",
-            prov.as_secs_f64()
+            t.provision.as_secs_f64()
         );
         println!(
             "  isolation::check (catalog + pg_hba)           {:>9.0} ms   (target < 2000 ms)",
-            ms(check)
+            ms(t.check)
         );
         println!(
             "  Session::open + isolation(0) (command path)   {:>9.0} ms   (also looks inside each database)",
-            ms(command)
+            ms(t.command)
+        );
+        println!(
+            "  the look inside each database alone           {:>9.0} ms   (one backend start-up per database, 8 at a time)",
+            ms(t.inside)
+        );
+        println!(
+            "  floor: a bare connection to each database     {:>9.0} ms   (no query, 8 at a time)",
+            ms(t.connect_floor)
         );
     }
 }
