@@ -49,8 +49,8 @@ pub struct DirEntry {
     pub is_dir: bool,
 }
 
-/// The machine as the server sees it.
-pub trait Environment {
+/// The machine as the server sees it (`Sync`: a large file is read on two threads).
+pub trait Environment: Sync {
     /// Read a whole file (`@file`, `include`).
     fn read_file(&self, path: &Path) -> Result<Vec<u8>, EnvError>;
     /// List a directory (`include_dir`).

@@ -167,7 +167,7 @@ pub fn explain(set: &RuleSet, conn: &Connection, regex_on: bool) -> Explanation 
     let gss = conn.conn_type == ConnType::HostGssEnc;
     for (row, rule) in set.rules() {
         let verdict = |matches: bool, reason: String| LineVerdict {
-            file_name: row.file_name.to_string(),
+            file_name: row.file_name().to_string(),
             line_number: row.line_number,
             matches,
             reason,

@@ -122,7 +122,7 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
     let f = |id, severity, row: &RuleRow, message: String| Finding {
         id,
         severity,
-        file_name: row.file_name.to_string(),
+        file_name: row.file_name().to_string(),
         line_number: Some(row.line_number),
         message,
     };
@@ -298,7 +298,7 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
         let file_name = set
             .rows
             .first()
-            .map(|r| r.file_name.to_string())
+            .map(|r| r.file_name().to_string())
             .unwrap_or_default();
         out.push(Finding {
             id: "HBA050",

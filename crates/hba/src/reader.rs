@@ -34,6 +34,8 @@ pub(crate) fn read_lines(input: &[u8], version: PgVersion) -> LineReader<'_> {
         maxlen: 1024,
         line_number: 1,
         v13: !version.has_continuations(),
+        // one pass over the whole input instead of a search per line
+        nul_free: memchr::memchr(0, input).is_none(),
     }
 }
 
@@ -43,6 +45,8 @@ pub(crate) struct LineReader<'a> {
     maxlen: usize,
     line_number: u32,
     v13: bool,
+    /// The input has no NUL byte.
+    nul_free: bool,
 }
 
 impl<'a> Iterator for LineReader<'a> {
@@ -141,6 +145,12 @@ fn strip_crlf(buf: &mut Vec<u8>) {
 }
 
 impl<'a> LineReader<'a> {
+    /// Number the lines from `line` (a part of a file cut where a logical line ends).
+    pub fn starting_at(mut self, line: u32) -> Self {
+        self.line_number = line;
+        self
+    }
+
     fn next_v14(&mut self) -> Option<RawLine<'a>> {
         let s = &mut self.s;
         if s.eof {
@@ -154,7 +164,7 @@ impl<'a> LineReader<'a> {
             let rest = &input[s.pos..];
             let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
             let raw = &rest[..end];
-            if raw.len() < self.maxlen && memchr::memchr(0, raw).is_none() {
+            if raw.len() < self.maxlen && (self.nul_free || memchr::memchr(0, raw).is_none()) {
                 let mut e = raw.len();
                 while e > 0 && matches!(raw[e - 1], b'\n' | b'\r') {
                     e -= 1;

@@ -2,7 +2,7 @@
 //! rows of the `pg_hba_file_rules` view (`fill_hba_line`, `get_hba_options`).
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::borrow::Cow;
@@ -14,6 +14,7 @@ use crate::addr::{cidr_mask, ntop, parse_numeric_host};
 use crate::env::Environment;
 use crate::tokenize::{Tok, TokLine, Token};
 use crate::version::PgVersion;
+use crate::{Diagnostic, Severity};
 
 /// Connection type of a rule (first field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -222,6 +223,25 @@ pub struct HbaRule {
     pub options: SmallVec<[Cow<'static, str>; 1]>,
 }
 
+/// A file rules were read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceFile {
+    /// The path (bytes preserved).
+    pub path: PathBuf,
+    /// The path lossily as UTF-8 (the view's `file_name`).
+    pub name: String,
+}
+
+impl SourceFile {
+    /// The file at `path`.
+    pub fn new(path: &Path) -> Self {
+        SourceFile {
+            path: path.to_path_buf(),
+            name: path.to_string_lossy().into_owned(),
+        }
+    }
+}
+
 /// One row of `pg_hba_file_rules`: what the server makes of one rule line.
 ///
 /// The view's columns are methods computed from the parsed rule ([`RuleRow::database`] ...);
@@ -235,10 +255,9 @@ pub struct RuleRow {
     /// server with `ssl = off` has an error and a rule: the server loads it but it never
     /// matches.
     pub error: Option<String>,
-    /// The file the line is in (the including file for `@file` tokens), lossily as UTF-8.
-    pub file_name: Arc<str>,
-    /// The file path (bytes preserved).
-    pub file: Arc<Path>,
+    /// The file the line is in (the including file for `@file` tokens): shared by the rows of
+    /// one file (one pointer per row, not two).
+    pub source: Arc<SourceFile>,
     /// Position among rules without error (the view's `rule_number`, PostgreSQL 16+).
     pub rule_number: Option<u32>,
     /// PostgreSQL shows this row with a NULL `error` although it refuses the line (the error
@@ -281,6 +300,14 @@ fn token_names(v: &[Token]) -> Option<Vec<String>> {
 }
 
 impl RuleRow {
+    /// The file the line is in (the including file for `@file` tokens).
+    pub fn file(&self) -> &Path {
+        &self.source.path
+    }
+    /// The file lossily as UTF-8 (the view's `file_name`).
+    pub fn file_name(&self) -> &str {
+        &self.source.name
+    }
     /// `type` column.
     pub fn conn_type(&self) -> Option<&'static str> {
         self.rule.as_ref().map(|r| r.conn_type.as_str())
@@ -344,7 +371,7 @@ impl RuleRow {
             auth_method: self.auth_method(),
             options: self.options(),
             error: self.error.clone(),
-            file_name: self.file_name.to_string(),
+            file_name: self.source.name.clone(),
             rule_number: self.rule_number,
         }
     }
@@ -397,6 +424,9 @@ pub struct ReadOptions {
     pub ssl_enabled: bool,
     /// The server's build.
     pub build: BuildFeatures,
+    /// Read a large file (1 MiB and more) in two parts on two threads when nothing carries
+    /// over from one line to the next; the result is the same (default: on).
+    pub parallel: bool,
 }
 
 impl Default for ReadOptions {
@@ -405,6 +435,7 @@ impl Default for ReadOptions {
             version: PgVersion::V15,
             ssl_enabled: true,
             build: BuildFeatures::default(),
+            parallel: true,
         }
     }
 }
@@ -1339,8 +1370,12 @@ fn render_options(p: &Parsed<'_>) -> SmallVec<[Cow<'static, str>; 1]> {
 /// Turns tokenized lines into rows as they come (`fill_hba_view`).
 pub(crate) struct RowBuilder<'a> {
     ctx: Ctx<'a>,
-    rule_number: u32,
-    names_cache: Option<(Arc<Path>, Arc<str>)>,
+    /// Rows given a `rule_number` so far.
+    pub rule_number: u32,
+    /// One diagnostic per row with an error, in row order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Some row has a rule the server loads.
+    pub any_rule: bool,
 }
 
 impl<'a> RowBuilder<'a> {
@@ -1348,33 +1383,38 @@ impl<'a> RowBuilder<'a> {
         RowBuilder {
             ctx: Ctx { opts, env },
             rule_number: 0,
-            names_cache: None,
+            diagnostics: Vec::new(),
+            any_rule: false,
         }
+    }
+
+    fn diagnose(&mut self, tl: &TokLine<'_>, message: &str, loaded: bool) {
+        self.diagnostics.push(Diagnostic {
+            file: tl.file.path.clone(),
+            line: Some(tl.line_number),
+            // a rule the server loads but that never matches is a warning
+            severity: if loaded {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
+            message: message.to_string(),
+        });
     }
 
     /// Append the row of `tl` to `rows` (built in one expression: a row is large, and
     /// moving it through temporaries showed in profiles).
     pub fn push_row(&mut self, tl: &TokLine<'_>, rows: &mut Vec<RuleRow>) {
-        let file_name = match &self.names_cache {
-            Some((f, n)) if Arc::ptr_eq(f, tl.file) => n.clone(),
-            _ => {
-                let n: Arc<str> = Arc::from(s(std::os::unix::ffi::OsStrExt::as_bytes(
-                    tl.file.as_os_str(),
-                )));
-                self.names_cache = Some((tl.file.clone(), n.clone()));
-                n
-            }
-        };
-        let file = tl.file.clone();
+        let source = tl.file.clone();
         if let Some(e) = &tl.err {
+            self.diagnose(tl, e, false);
             rows.push(RuleRow {
                 line_number: tl.line_number,
                 error: Some(e.clone()),
-                file_name,
+                source,
                 rule_number: None,
                 view_hides_error: false,
                 rule: None,
-                file,
             });
             return;
         }
@@ -1386,14 +1426,17 @@ impl<'a> RowBuilder<'a> {
         } else {
             None
         };
+        if let Some(e) = &res.err {
+            self.diagnose(tl, e, res.ok);
+        }
+        self.any_rule |= res.ok;
         rows.push(RuleRow {
             line_number: tl.line_number,
             error: res.err,
-            file_name,
+            source,
             rule_number,
             view_hides_error: res.silent,
             rule: None,
-            file,
         });
         if res.ok
             && let Some(row) = rows.last_mut()

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::env::{EnvError, Environment};
 use crate::paths::absolute_location;
 use crate::reader::read_lines;
+use crate::rules::SourceFile;
 use crate::version::PgVersion;
 use crate::{Diagnostic, Severity};
 use smallvec::SmallVec;
@@ -66,7 +67,7 @@ impl Tok<'_> {
 #[derive(Debug)]
 pub(crate) struct TokLine<'a> {
     /// Borrowed: cloning the `Arc` for every line costs two atomic operations.
-    pub file: &'a Arc<Path>,
+    pub file: &'a Arc<SourceFile>,
     pub line_number: u32,
     pub toks: Toks<'a>,
     /// End (exclusive) of each field in `toks`.
@@ -111,6 +112,9 @@ pub(crate) struct Tokenizer<'a> {
     expanded_lines: usize,
     expanded_tokens: usize,
     pub exhausted: bool,
+    /// Something that carries over from one line to the next was read: a NUL byte (it glues
+    /// the next line on), another file (`@file`, includes: expansion limits count across lines).
+    pub carried: bool,
 }
 
 enum Next<'a> {
@@ -264,10 +268,12 @@ impl<'a> Tokenizer<'a> {
             expanded_lines: 0,
             expanded_tokens: 0,
             exhausted: false,
+            carried: false,
         }
     }
 
     fn read(&mut self, path: &[u8]) -> Result<std::rc::Rc<Vec<u8>>, EnvError> {
+        self.carried = true;
         if let Some(r) = self.cache.get(path) {
             return r.clone();
         }
@@ -294,10 +300,27 @@ impl<'a> Tokenizer<'a> {
 
     /// `tokenize_auth_file`: hand the lines of `file` (contents `bytes`) to `out`.
     pub fn tokenize_file(&mut self, file: &[u8], bytes: &[u8], depth: usize, out: &mut Sink<'_>) {
-        let file_path: Arc<Path> = Arc::from(Path::new(std::ffi::OsStr::from_bytes(file)));
+        let source = Arc::new(SourceFile::new(Path::new(std::ffi::OsStr::from_bytes(
+            file,
+        ))));
+        self.tokenize_part(file, &source, bytes, 1, depth, out);
+    }
+
+    /// [`Tokenizer::tokenize_file`] on a part of a file (`source`) whose first line is
+    /// `first_line`, cut where a logical line ends.
+    pub fn tokenize_part(
+        &mut self,
+        file: &[u8],
+        source: &Arc<SourceFile>,
+        bytes: &[u8],
+        first_line: u32,
+        depth: usize,
+        out: &mut Sink<'_>,
+    ) {
+        let file_path = source;
         self.stack.push(file.to_vec());
         self.cur_line.push(0);
-        for raw in read_lines(bytes, self.version) {
+        for raw in read_lines(bytes, self.version).starting_at(first_line) {
             if let Some(l) = self.cur_line.last_mut() {
                 *l = raw.line_number;
             }
@@ -310,7 +333,7 @@ impl<'a> Tokenizer<'a> {
             if self.expanded_lines > MAX_EXPANDED_LINES {
                 self.exhausted = true;
                 self.diagnostics.push(Diagnostic {
-                    file: file_path.to_path_buf(),
+                    file: file_path.path.clone(),
                     line: Some(raw.line_number),
                     severity: Severity::Error,
                     message: format!(
@@ -318,7 +341,7 @@ impl<'a> Tokenizer<'a> {
                     ),
                 });
                 out(&TokLine {
-                    file: &file_path,
+                    file: file_path,
                     line_number: raw.line_number,
                     toks: SmallVec::new(),
                     ends: SmallVec::new(),
@@ -327,8 +350,9 @@ impl<'a> Tokenizer<'a> {
                 break;
             }
             if raw.had_nul {
+                self.carried = true;
                 self.diagnostics.push(Diagnostic {
-                    file: file_path.to_path_buf(),
+                    file: file_path.path.clone(),
                     line: Some(raw.line_number),
                     severity: Severity::Error,
                     message: "NUL byte: PostgreSQL drops the rest of this line and joins the next line to it".into(),
@@ -341,7 +365,7 @@ impl<'a> Tokenizer<'a> {
             let line: &[u8] = &raw.content;
             // built in place: the line's tokens are not moved again
             let mut tl = TokLine {
-                file: &file_path,
+                file: file_path,
                 line_number: raw.line_number,
                 toks: SmallVec::new(),
                 ends: SmallVec::new(),
@@ -568,6 +592,7 @@ impl<'a> Tokenizer<'a> {
         out: &mut Sink<'_>,
         err: &mut Option<String>,
     ) {
+        self.carried = true;
         if dir
             .iter()
             .all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))

@@ -358,7 +358,7 @@ fn hba_violations(cat: &Catalog, set: &costplus_hba::RuleSet, regex_on: bool) ->
         };
         let evidence = format!(
             "{}:{}: {} {} {} {} {}",
-            row.file_name,
+            row.file_name(),
             row.line_number,
             ty,
             dbs.join(","),
