@@ -257,17 +257,9 @@ fn isolation_proof(n: usize, runs: usize) -> IsolationTimes {
     });
     let (inside, connect_floor) = block_on(async {
         use futures_util::StreamExt;
-        let admin = env.admin().await;
-        let dbs: Vec<String> = admin
-            .query(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'iso%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let dbs = env
+            .texts("SELECT datname FROM pg_database WHERE datname LIKE 'iso%'")
+            .await;
         assert_eq!(dbs.len(), n);
         let mut socket = env.cluster.connect_options("postgres");
         socket.host = env

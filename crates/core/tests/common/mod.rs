@@ -137,26 +137,26 @@ impl Env {
             .map_err(|e| e.to_string())
     }
 
+    /// The first column of `sql`'s rows, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        self.admin()
+            .await
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// Roles, databases, managed pg_hba customers and vault records: the footprint on the system.
     pub async fn footprint(&self) -> (Vec<String>, Vec<String>, Vec<String>, Vec<String>) {
-        let admin = self.admin().await;
-        let roles = admin
-            .query(
-                "SELECT rolname FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%' ORDER BY 1",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let dbs = admin
-            .query("SELECT datname FROM pg_database ORDER BY 1", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let roles = self
+            .texts("SELECT rolname FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%' ORDER BY 1")
+            .await;
+        let dbs = self
+            .texts("SELECT datname FROM pg_database ORDER BY 1")
+            .await;
         let hba = costplus_hba::Document::parse(self.hba().as_bytes()).customers();
         let vault = self
             .vault()
