@@ -206,36 +206,14 @@ impl Ctx {
     /// The context of `server` (or the only server) of a loaded configuration.
     pub(crate) fn from_config(config: Config, server: Option<&str>) -> anyhow::Result<Self> {
         let server = config.server(server)?.clone();
-        let backup = config.backup.clone().ok_or_else(|| {
-            anyhow!(
-                "{}: no [backup] section; add one (see `costplus sandbox up` for an example)",
-                config.path.display()
-            )
-        })?;
+        let target = config.pg_target(&server)?;
+        let backup = config
+            .backup
+            .clone()
+            .context("pg_target checked the [backup] section")?;
         backup
             .validate()
             .with_context(|| format!("{}", config.path.display()))?;
-        let target = match &server.cluster_root {
-            Some(root) => PgTarget::of_cluster(
-                &costplus_pgcluster::Cluster::open(root)
-                    .with_context(|| format!("server {}: cluster_root", server.name))?,
-            ),
-            None => PgTarget {
-                data_dir: backup.pg_data.clone().ok_or_else(|| {
-                    anyhow!(
-                        "server {}: set backup.pg_data (the data directory) or cluster_root",
-                        server.name
-                    )
-                })?,
-                port: server.port,
-                socket_dir: backup
-                    .pg_socket_dir
-                    .clone()
-                    .unwrap_or_else(|| "/var/run/postgresql".into()),
-                os_user: costplus_fs::OsUser::by_name(&server.os_user)?,
-                superuser: server.admin_user.clone(),
-            },
-        };
         let pgbr = PgBackRest::new(&backup, target.os_user.clone());
         Ok(Self {
             config,

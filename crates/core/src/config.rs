@@ -247,6 +247,38 @@ impl Config {
         Ok(Some(costplus_pgbackrest::PgBackRest::new(backup, user)))
     }
 
+    /// What pgBackRest backs up on `server` (`pg1-*`): the cluster under `cluster_root`, else
+    /// `[backup] pg_data` and `pg_socket_dir` with the server's port, OS user and admin user.
+    pub fn pg_target(&self, server: &ServerConfig) -> Result<costplus_pgbackrest::conf::PgTarget> {
+        let err = |message: String| Error::Config {
+            path: self.path.clone(),
+            message,
+        };
+        let backup = self.backup.as_ref().ok_or_else(|| {
+            err("no [backup] section; add one (see `costplus sandbox up` for an example)".into())
+        })?;
+        if let Some(root) = &server.cluster_root {
+            return Ok(costplus_pgbackrest::conf::PgTarget::of_cluster(
+                &costplus_pgcluster::Cluster::open(root)?,
+            ));
+        }
+        Ok(costplus_pgbackrest::conf::PgTarget {
+            data_dir: backup.pg_data.clone().ok_or_else(|| {
+                err(format!(
+                    "server {}: set backup.pg_data (the data directory) or cluster_root",
+                    server.name
+                ))
+            })?,
+            port: server.port,
+            socket_dir: backup
+                .pg_socket_dir
+                .clone()
+                .unwrap_or_else(|| "/var/run/postgresql".into()),
+            os_user: costplus_fs::OsUser::by_name(&server.os_user)?,
+            superuser: server.admin_user.clone(),
+        })
+    }
+
     /// Serialise back to TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
