@@ -13,10 +13,14 @@
 //! best of 3 runs. Run: `cargo bench -p costplus-core --bench audit`.
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)] // a benchmark harness: panics and prints
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::config_of;
 use costplus_core::audit;
-use costplus_core::config::{Config, ConfigSslMode, NamingPolicy, ServerConfig};
+use costplus_core::config::{Config, ServerConfig};
 use costplus_testsupport::{TestCluster, block_on};
 
 const ADMIN_HBA: &str = "\
@@ -62,36 +66,6 @@ async fn add_customers(c: &TestCluster, from: usize, to: usize) {
     admin.batch_execute(&grants).await.unwrap();
     c.write_server_file(&c.cluster().hba_file(), hba(to).as_bytes());
     c.cluster().reload().unwrap();
-}
-
-fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
-    let cluster = c.cluster();
-    let server = ServerConfig {
-        name: "bench".into(),
-        host: cluster.listen().into(),
-        port: c.port(),
-        admin_user: c.superuser().into(),
-        admin_database: "postgres".into(),
-        sslmode: ConfigSslMode::VerifyFull,
-        sslrootcert: Some(c.ca_file()),
-        password_file: Some(cluster.password_file()),
-        os_user: cluster.os_user().name.clone(),
-        cluster_root: Some(cluster.root().to_path_buf()),
-        log_file: Some(c.log_file()),
-    };
-    let config = Config {
-        servers: vec![server.clone()],
-        naming: NamingPolicy::default(),
-        customers: Default::default(),
-        state_dir: None,
-        vault: None,
-        backup: None,
-        offsite: None,
-        fail2ban: None,
-        maintenance: None,
-        path: cluster.root().join("costplus.toml"),
-    };
-    (config, server)
 }
 
 fn best(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {

@@ -4,10 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::config_of;
 use costplus_core::audit::{self, Area, Facts, Status};
-use costplus_core::config::{Config, ConfigSslMode, NamingPolicy, ServerConfig};
+use costplus_core::config::Config;
 use std::os::unix::fs::PermissionsExt;
 
 use costplus_testsupport::TestCluster;
@@ -45,37 +48,6 @@ fn backup_facts(age_hours: f64) -> serde_json::Value {
         ],
         "drill": { "ok": true, "age_days": 3 },
     })
-}
-
-/// The configuration an operator would write for this cluster (no [backup] section).
-fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
-    let cluster = c.cluster();
-    let server = ServerConfig {
-        name: "t".into(),
-        host: cluster.listen().into(),
-        port: c.port(),
-        admin_user: c.superuser().into(),
-        admin_database: "postgres".into(),
-        sslmode: ConfigSslMode::VerifyFull,
-        sslrootcert: Some(c.ca_file()),
-        password_file: Some(cluster.password_file()),
-        os_user: cluster.os_user().name.clone(),
-        cluster_root: Some(cluster.root().to_path_buf()),
-        log_file: Some(c.log_file()),
-    };
-    let config = Config {
-        servers: vec![server.clone()],
-        naming: NamingPolicy::default(),
-        customers: Default::default(),
-        state_dir: None,
-        vault: None,
-        backup: None,
-        offsite: None,
-        fail2ban: None,
-        maintenance: None,
-        path: cluster.root().join("costplus.toml"),
-    };
-    (config, server)
 }
 
 /// Everything the audit gathers, as `costplus-audit` does (catalog, inside the databases,

@@ -2,45 +2,19 @@
 
 #![allow(clippy::unwrap_used)] // a test fails by panicking; helpers outside #[test] too
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
-use costplus_core::config::{Config, ConfigSslMode, NamingPolicy, ServerConfig};
+use costplus_core::config::Config;
 use costplus_core::exporter::Exporter;
 use costplus_testsupport::{TestCluster, require_tool};
 
 fn config_for(c: &TestCluster, dir: &std::path::Path) -> Config {
-    let pw = dir.join("pw");
-    costplus_fs::write_atomic(
-        &pw,
-        c.password().as_bytes(),
-        &costplus_fs::WriteOptions::private(),
-    )
-    .unwrap();
-    Config {
-        servers: vec![ServerConfig {
-            name: "t".into(),
-            host: "127.0.0.1".into(),
-            port: c.port(),
-            admin_user: c.superuser().into(),
-            admin_database: "postgres".into(),
-            sslmode: ConfigSslMode::VerifyFull,
-            sslrootcert: Some(c.ca_file()),
-            password_file: Some(pw),
-            os_user: "postgres".into(),
-            cluster_root: None,
-            log_file: Some(c.log_file()),
-        }],
-        naming: NamingPolicy::default(),
-        customers: Default::default(),
-        state_dir: None,
-        vault: None,
-        backup: None,
-        offsite: None,
-        fail2ban: None,
-        maintenance: None,
-        path: dir.join("costplus.toml"),
-    }
+    let (mut config, _) = common::config_of(c);
+    config.path = dir.join("costplus.toml");
+    config
 }
 
 fn curl(url: &str) -> (u32, String) {

@@ -25,6 +25,38 @@ host    all   all        0.0.0.0/0      reject
 host    all   all        ::/0           reject
 ";
 
+/// The configuration an operator would write for cluster `c`: server `t` over TLS with the
+/// cluster's password file; no vault, state directory or [backup].
+pub fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
+    let cluster = c.cluster();
+    let server = ServerConfig {
+        name: "t".into(),
+        host: cluster.listen().into(),
+        port: c.port(),
+        admin_user: c.superuser().into(),
+        admin_database: "postgres".into(),
+        sslmode: ConfigSslMode::VerifyFull,
+        sslrootcert: Some(c.ca_file()),
+        password_file: Some(cluster.password_file()),
+        os_user: cluster.os_user().name.clone(),
+        cluster_root: Some(cluster.root().to_path_buf()),
+        log_file: Some(c.log_file()),
+    };
+    let config = Config {
+        servers: vec![server.clone()],
+        naming: NamingPolicy::default(),
+        customers: Default::default(),
+        state_dir: None,
+        vault: None,
+        backup: None,
+        offsite: None,
+        fail2ban: None,
+        maintenance: None,
+        path: cluster.root().join("costplus.toml"),
+    };
+    (config, server)
+}
+
 pub fn env_with(builder: costplus_testsupport::TestClusterBuilder) -> Env {
     let cluster = builder.hba(HBA).start();
     let dir = tempfile::tempdir().unwrap();
@@ -38,37 +70,19 @@ pub fn env_with(builder: costplus_testsupport::TestClusterBuilder) -> Env {
     let vault_dir = dir.path().join("vault");
     let key = dir.path().join("vault.key");
     Vault::init(&vault_dir, &NewKey::key_file(&key)).unwrap();
-    let config = Config {
-        servers: vec![ServerConfig {
-            name: "t".into(),
-            host: "127.0.0.1".into(),
-            port: cluster.port(),
-            admin_user: cluster.superuser().into(),
-            admin_database: "postgres".into(),
-            sslmode: ConfigSslMode::VerifyFull,
-            sslrootcert: Some(cluster.ca_file()),
-            password_file: Some(pw),
-            os_user: cluster.cluster().os_user().name.clone(),
-            cluster_root: Some(cluster.cluster().root().to_path_buf()),
-            log_file: Some(cluster.log_file()),
-        }],
-        naming: NamingPolicy::default(),
-        customers: CustomerPolicy {
-            connection_limit: 5,
-            allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
-        },
-        state_dir: Some(dir.path().join("state")),
-        vault: Some(VaultConfig {
-            dir: vault_dir,
-            key_file: Some(key),
-            passphrase_file: None,
-        }),
-        backup: None,
-        offsite: None,
-        fail2ban: None,
-        maintenance: None,
-        path: dir.path().join("costplus.toml"),
+    let (mut config, _) = config_of(&cluster);
+    config.servers[0].password_file = Some(pw);
+    config.customers = CustomerPolicy {
+        connection_limit: 5,
+        allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
     };
+    config.state_dir = Some(dir.path().join("state"));
+    config.vault = Some(VaultConfig {
+        dir: vault_dir,
+        key_file: Some(key),
+        passphrase_file: None,
+    });
+    config.path = dir.path().join("costplus.toml");
     std::fs::write(&config.path, config.to_toml()).unwrap();
     Env {
         cluster,
