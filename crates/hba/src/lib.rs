@@ -153,23 +153,37 @@ pub fn read_rules(
             // arena, paid for in page faults), the first big enough for all the rows.
             let second_rows = Vec::with_capacity(second_lines);
             let first_rows = Vec::with_capacity(first_lines + second_lines);
-            let (first, second) = std::thread::scope(|scope| {
-                let second = scope.spawn(|| part(cut..bytes.len(), first_lines, second_rows));
-                (part(0..cut, 1, first_rows), second.join())
-            });
-            match (first, second) {
-                (_, Err(panic)) => std::panic::resume_unwind(panic),
-                (mut first, Ok(second)) if !first.carried && !second.carried => {
-                    first.append(second);
-                    first
+            let joined = std::thread::scope(|scope| {
+                let second = std::thread::Builder::new()
+                    .name("hba-read".into())
+                    .spawn_scoped(scope, || part(cut..bytes.len(), first_lines, second_rows))
+                    // no thread to be had: read in one part
+                    .ok()?;
+                let mut first = part(0..cut, 1, first_rows);
+                // joined here, so that a panic in a part that is thrown away is too
+                let second = second.join();
+                if first.carried {
+                    // the second part was read without what the first carries over
+                    return None;
                 }
-                // a NUL byte, an `@file` or an include: read it again in one part
-                _ => part(
+                match second {
+                    Err(panic) => std::panic::resume_unwind(panic),
+                    Ok(second) if second.carried => None,
+                    Ok(second) => {
+                        first.append(second);
+                        Some(first)
+                    }
+                }
+            });
+            // a NUL byte, an `@file` or an include: read it again in one part (the parts are
+            // dropped by now)
+            joined.unwrap_or_else(|| {
+                part(
                     0..bytes.len(),
                     1,
                     Vec::with_capacity(first_lines + second_lines),
-                ),
-            }
+                )
+            })
         }
         None => part(0..bytes.len(), 1, Vec::with_capacity(lines(bytes))),
     };
