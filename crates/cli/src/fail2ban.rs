@@ -1,6 +1,6 @@
 //! `costplus-fail2ban render|install|check|attackers`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -144,13 +144,6 @@ fn log_path(cfg: &ConfigArgs, explicit: Option<PathBuf>) -> anyhow::Result<PathB
         .context("no log file given and the configured server has no log_file")
 }
 
-fn tool(name: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin", "/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
 /// Parse `30m`, `1h`, `7d`, `45s` into a duration.
 pub(crate) fn parse_window(s: &str) -> anyhow::Result<chrono::Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -229,7 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(())
             })?;
             let written = fail2ban::render_to(&fail2ban_dir, &opts)?;
-            let reloaded = match tool("fail2ban-client") {
+            let reloaded = match costplus_fs::system_tool("fail2ban-client") {
                 Some(c) => std::process::Command::new(c)
                     .arg("reload")
                     .output()
@@ -258,7 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Check { log } => {
             let log = log_path(&args.config, log)?;
-            let regex = tool("fail2ban-regex")
+            let regex = costplus_fs::system_tool("fail2ban-regex")
                 .context("fail2ban-regex not found; install it: apt-get install -y fail2ban")?;
             let dir = tempfile::tempdir()?;
             let rendered = fail2ban::render_to(dir.path(), &fail2ban::JailOptions::default())?;
@@ -283,7 +276,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let entries = pglog::parse(&String::from_utf8_lossy(&text));
             let since = chrono::Utc::now() - parse_window(&since)?;
             let report = pglog::attackers(&pglog::login_failures(&entries), Some(since));
-            let bans = fail2ban::bans(tool("fail2ban-client").as_deref());
+            let bans = fail2ban::bans(costplus_fs::system_tool("fail2ban-client").as_deref());
             match args.format {
                 Format::Json => print_json(&serde_json::json!({ "report": report, "bans": bans }))?,
                 Format::Human => {

@@ -54,10 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(b) = &cfg.backup {
         extra.push(("repository".to_string(), b.repo1_path.clone()));
     }
-    let client_tool = ["/usr/bin/fail2ban-client", "/usr/sbin/fail2ban-client"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
+    let client_tool = costplus_fs::system_tool("fail2ban-client");
     let inputs = incident::Inputs {
         server: server.name.clone(),
         since: chrono::Utc::now() - window,

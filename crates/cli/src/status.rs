@@ -1,6 +1,5 @@
 //! `costplus-status`: the one-screen morning summary.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args as ClapArgs;
@@ -27,10 +26,7 @@ pub struct Args {
 /// Run `costplus-status`. Exit 0 even when something needs attention (it is listed).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (cfg, server) = args.config.server()?;
-    let client_tool = ["/usr/bin/fail2ban-client", "/usr/sbin/fail2ban-client"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
+    let client_tool = costplus_fs::system_tool("fail2ban-client");
     let bans = fail2ban::bans(client_tool.as_deref());
     let report = runtime()?.block_on(status::collect(&cfg, &server, !args.no_host, bans));
     match args.format {

@@ -314,6 +314,22 @@ fn unique_suffix() -> u128 {
     nanos ^ u128::from(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A system program (`fail2ban-client`, `df`, ...) from the system directories, packaged ones
+/// first. Not looked up on `$PATH`: these run as root, from timers with a minimal environment.
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ]
+    .iter()
+    .map(|d| Path::new(d).join(name))
+    .find(|p| p.is_file())
+}
+
 /// `fsync` a directory so that a rename or create inside it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -392,18 +392,7 @@ where
 }
 
 fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let path = [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/sbin",
-        "/usr/local/bin",
-    ]
-    .iter()
-    .map(|d| Path::new(d).join(cmd))
-    .find(|p| p.is_file())
-    .ok_or_else(|| format!("{cmd} is not installed"))?;
+    let path = costplus_fs::system_tool(cmd).ok_or_else(|| format!("{cmd} is not installed"))?;
     let out = Command::new(&path)
         .args(args)
         .output()
