@@ -238,12 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Lint { read: a, fail_on } => {
             let set = read(&a)?;
             let doc = Document::parse(&std::fs::read(&a.file)?);
-            let customer_lines: Vec<u32> = doc
-                .customers()
-                .iter()
-                .flat_map(|c| doc.customer_lines(c))
-                .map(|i| (i + 1) as u32)
-                .collect();
+            let customer_lines = doc.customer_line_numbers();
             let findings = costplus_hba::lint(&set, &customer_lines);
             match a.format {
                 Format::Json => print_json(&findings)?,

@@ -367,6 +367,18 @@ impl Document {
         }
     }
 
+    /// The line numbers (1-based, ascending) of every customer rule in the managed block: one
+    /// pass, for [`crate::lint`].
+    pub fn customer_line_numbers(&self) -> Vec<u32> {
+        match find_block(self) {
+            Ok(Some((b, e))) => (b + 1..e)
+                .filter(|&i| tag_of(&self.lines[i]).is_some())
+                .map(|i| u32::try_from(i + 1).unwrap_or(u32::MAX))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Replace the customer's rules in the managed block with `rules` (creating the block
     /// before the operator's final `reject` rules if needed). Returns whether bytes changed.
     pub fn set_customer_rules(

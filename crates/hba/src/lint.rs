@@ -118,6 +118,8 @@ fn is_ipv6(r: &HbaRule) -> bool {
 /// Lint a file: `customer_lines` are the line numbers of customer rules (the managed
 /// block); when empty, rules naming specific databases count as customer rules.
 pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
+    let mut customer_lines = customer_lines.to_vec();
+    customer_lines.sort_unstable();
     let mut out = Vec::new();
     let f = |id, severity, row: &RuleRow, message: String| Finding {
         id,
@@ -234,7 +236,7 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
                     )
             })
         } else {
-            customer_lines.contains(&row.line_number)
+            customer_lines.binary_search(&row.line_number).is_ok()
         };
         if is_customer
             && net

@@ -219,6 +219,15 @@ proptest! {
         let set = read_rules(&printed, "/d/pg_hba.conf", &ReadOptions::default(), &MemEnv::new());
         prop_assert!(set.is_loadable() || base.is_empty(), "{:?}", set.diagnostics);
         let reparsed = Document::parse(&printed);
+        // every customer's lines, in one pass and in file order
+        let mut each: Vec<u32> = reparsed
+            .customers()
+            .iter()
+            .flat_map(|c| reparsed.customer_lines(c))
+            .map(|i| i as u32 + 1)
+            .collect();
+        each.sort_unstable();
+        prop_assert_eq!(reparsed.customer_line_numbers(), each);
         for (c, db, user, addrs) in &intended {
             let lines = reparsed.customer_lines(c);
             prop_assert_eq!(lines.len(), addrs.len());

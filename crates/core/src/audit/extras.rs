@@ -302,12 +302,7 @@ fn hba_lint(facts: &Facts, opts: &ExtraOptions) -> Value {
         Err(e) => return error(e),
     };
     let doc = costplus_hba::Document::parse(&bytes);
-    let customer_lines: Vec<u32> = doc
-        .customers()
-        .iter()
-        .flat_map(|c| doc.customer_lines(c))
-        .map(|i| (i + 1) as u32)
-        .collect();
+    let customer_lines = doc.customer_line_numbers();
     let findings: Vec<Value> = costplus_hba::lint(&set, &customer_lines)
         .iter()
         .map(|f| {
