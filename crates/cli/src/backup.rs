@@ -26,6 +26,7 @@ use costplus_pgbackrest::{
 };
 use costplus_pgcluster::connect::ConnectOptions;
 
+use crate::common::{ScheduleStyle, enable_timers, schedule_dir};
 use crate::output::{Format, print_json};
 
 /// Encrypted pgBackRest backups (repo1 local, repo2 offsite), status, schedules and restore drills.
@@ -62,12 +63,6 @@ impl From<Kind> for BackupType {
             Kind::Incr => BackupType::Incr,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Style {
-    Systemd,
-    Cron,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +137,7 @@ enum Command {
     Schedule {
         /// systemd units or a cron.d file.
         #[arg(long, value_enum, default_value = "systemd")]
-        style: Style,
+        style: ScheduleStyle,
         /// Full backups (`daily 02:00`, `sun 02:00`); default from [backup].
         #[arg(long)]
         full: Option<String>,
@@ -487,21 +482,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 config: std::path::absolute(&ctx.config.path)?,
                 server: args.server.clone(),
             };
-            let (files, default_dir) = match style {
-                Style::Systemd => (schedule::systemd_units(&p, &how), "/etc/systemd/system"),
-                Style::Cron => (vec![schedule::crontab(&p, &how)], "/etc/cron.d"),
+            let files = match style {
+                ScheduleStyle::Systemd => schedule::systemd_units(&p, &how),
+                ScheduleStyle::Cron => vec![schedule::crontab(&p, &how)],
             };
-            let dir = dir.unwrap_or_else(|| default_dir.into());
+            let dir = dir.unwrap_or_else(|| schedule_dir(style).into());
             let mut written = Vec::new();
             let mut enabled = Vec::new();
             if install && !plan {
                 written = schedule::install(&files, &dir)?;
-                if matches!(style, Style::Systemd) && dir == std::path::Path::new(default_dir) {
-                    systemctl(&["daemon-reload"])?;
-                    for f in files.iter().filter(|f| f.name.ends_with(".timer")) {
-                        systemctl(&["enable", "--now", &f.name])?;
-                        enabled.push(f.name.clone());
-                    }
+                if style == ScheduleStyle::Systemd {
+                    enabled = enable_timers(&dir, &files)?;
                 }
             }
             match fmt {
@@ -609,17 +600,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn systemctl(args: &[&str]) -> anyhow::Result<()> {
-    let status = std::process::Command::new("systemctl")
-        .args(args)
-        .status()
-        .context("running systemctl")?;
-    if !status.success() {
-        bail!("systemctl {} failed ({status})", args.join(" "));
-    }
-    Ok(())
 }
 
 fn emit_plan(fmt: Format, commands: &[String]) -> anyhow::Result<ExitCode> {

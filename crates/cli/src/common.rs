@@ -1,6 +1,6 @@
 //! Arguments shared by the commands that work on a configured server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use costplus_core::config::{Config, ServerConfig};
@@ -37,4 +37,48 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// How scheduled runs are installed (`costplus-backup schedule`, `costplus-maintain install`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ScheduleStyle {
+    Systemd,
+    Cron,
+}
+
+/// Where `style`'s files go unless `--dir` says otherwise.
+pub(crate) fn schedule_dir(style: ScheduleStyle) -> &'static str {
+    match style {
+        ScheduleStyle::Systemd => SYSTEMD_DIR,
+        ScheduleStyle::Cron => "/etc/cron.d",
+    }
+}
+
+const SYSTEMD_DIR: &str = "/etc/systemd/system";
+
+/// `systemctl daemon-reload`, then `enable --now` every timer among `files`, when `dir` is where
+/// systemd looks and systemd runs; otherwise nothing (the files are written for the operator
+/// to enable). Returns the timers enabled.
+pub(crate) fn enable_timers(
+    dir: &Path,
+    files: &[costplus_pgbackrest::schedule::UnitFile],
+) -> anyhow::Result<Vec<String>> {
+    if dir != Path::new(SYSTEMD_DIR) || !Path::new("/run/systemd/system").is_dir() {
+        return Ok(Vec::new());
+    }
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let st = std::process::Command::new("systemctl")
+            .args(args)
+            .status()
+            .with_context(|| format!("systemctl {}", args.join(" ")))?;
+        anyhow::ensure!(st.success(), "systemctl {} failed ({st})", args.join(" "));
+        Ok(())
+    };
+    run(&["daemon-reload"])?;
+    let mut enabled = Vec::new();
+    for f in files.iter().filter(|f| f.name.ends_with(".timer")) {
+        run(&["enable", "--now", &f.name])?;
+        enabled.push(f.name.clone());
+    }
+    Ok(enabled)
 }

@@ -13,21 +13,22 @@
 //! JSON (`--format json`): the run record (`period`, `server`, `ok`, `steps[{name, status,
 //! message|reason, details, seconds}]`, `heartbeat{result, ...}`, `record_file`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args as ClapArgs, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Subcommand};
 use serde_json::json;
 
 use costplus_core::audit;
 use costplus_core::config::{Config, ServerConfig};
 use costplus_core::maintain::{self, Period, Step, StepOutcome};
 use costplus_pgbackrest::info::BackupKind;
+use costplus_pgbackrest::schedule::UnitFile;
 use costplus_pgbackrest::{BackupType, backup, drill, schedule, status};
 
 use crate::backup::Ctx as BackupCtx;
-use crate::common::{ConfigArgs, runtime};
+use crate::common::{ConfigArgs, ScheduleStyle, enable_timers, runtime, schedule_dir};
 use crate::output::{Format, print_json};
 
 /// Disk use (percent) at which the daily `disk` step fails.
@@ -47,12 +48,6 @@ pub struct Args {
     format: Format,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Style {
-    Systemd,
-    Cron,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +74,7 @@ enum Command {
     Install {
         /// systemd units and timers, or a crontab for /etc/cron.d.
         #[arg(long, value_enum, default_value = "systemd")]
-        style: Style,
+        style: ScheduleStyle,
         /// Where to write the files (default /etc/systemd/system, or /etc/cron.d).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -696,7 +691,7 @@ pub async fn certificate_days_left(server: &ServerConfig) -> anyhow::Result<(Pat
 fn install(
     config: &ConfigArgs,
     format: Format,
-    style: Style,
+    style: ScheduleStyle,
     dir: Option<PathBuf>,
     binary: Option<PathBuf>,
     plan: bool,
@@ -712,47 +707,37 @@ fn install(
             .with_file_name("costplus-maintain"),
     };
     let crontab = maintain::crontab(&binary, &cfg_path);
-    let (files, default_dir): (Vec<(String, String)>, &str) = match style {
-        Style::Systemd => (
-            maintain::systemd_units(&binary, &cfg_path),
-            "/etc/systemd/system",
-        ),
-        Style::Cron => (
-            vec![("costplus-maintain".to_string(), crontab.clone())],
-            "/etc/cron.d",
-        ),
+    let files: Vec<UnitFile> = match style {
+        ScheduleStyle::Systemd => maintain::systemd_units(&binary, &cfg_path)
+            .into_iter()
+            .map(|(name, contents)| UnitFile { name, contents })
+            .collect(),
+        ScheduleStyle::Cron => vec![UnitFile {
+            name: "costplus-maintain".into(),
+            contents: crontab.clone(),
+        }],
     };
-    let dir = dir.unwrap_or_else(|| PathBuf::from(default_dir));
-    let written: Vec<PathBuf> = files.iter().map(|(n, _)| dir.join(n)).collect();
+    let dir = dir.unwrap_or_else(|| PathBuf::from(schedule_dir(style)));
+    let written: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
     if !plan {
-        costplus_fs::create_dir_with_mode(&dir, 0o755)?;
-        for (name, text) in &files {
-            costplus_fs::write_atomic(
-                &dir.join(name),
-                text.as_bytes(),
-                &costplus_fs::WriteOptions {
-                    mode: 0o644,
-                    owner: None,
-                },
-            )?;
-        }
+        schedule::install(&files, &dir)?;
     }
     let mut enabled = Vec::new();
-    if !plan && !no_enable && matches!(style, Style::Systemd) {
-        enabled = enable_timers(&dir)?;
+    if !plan && !no_enable && style == ScheduleStyle::Systemd {
+        enabled = enable_timers(&dir, &files)?;
     }
     match format {
         Format::Json => print_json(&json!({
             "plan": plan,
             "dir": dir,
-            "files": files.iter().map(|(n, t)| json!({"name": n, "contents": t})).collect::<Vec<_>>(),
+            "files": files,
             "written": if plan { Vec::new() } else { written.clone() },
             "enabled": enabled,
             "crontab": crontab,
         }))?,
         Format::Human => {
-            for (name, text) in &files {
-                println!("# {}\n{text}", dir.join(name).display());
+            for f in &files {
+                println!("# {}\n{}", dir.join(&f.name).display(), f.contents);
             }
             if plan {
                 println!("(plan: nothing written)");
@@ -762,35 +747,10 @@ fn install(
                     println!("enabled {t}");
                 }
             }
-            if matches!(style, Style::Systemd) {
+            if style == ScheduleStyle::Systemd {
                 println!("\n# the crontab alternative (/etc/cron.d/costplus-maintain):\n{crontab}");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `systemctl daemon-reload` and `enable --now` the timers, when `dir` is where systemd looks
-/// and systemd runs; otherwise nothing (the files are written for the operator to enable).
-fn enable_timers(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let systemd_dir = Path::new("/etc/systemd/system");
-    if dir != systemd_dir || !Path::new("/run/systemd/system").is_dir() {
-        return Ok(Vec::new());
-    }
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let st = std::process::Command::new("systemctl")
-            .args(args)
-            .status()
-            .with_context(|| format!("systemctl {}", args.join(" ")))?;
-        anyhow::ensure!(st.success(), "systemctl {} failed ({st})", args.join(" "));
-        Ok(())
-    };
-    run(&["daemon-reload"])?;
-    let mut out = Vec::new();
-    for p in [Period::Daily, Period::Weekly, Period::Monthly] {
-        let t = format!("costplus-maintain-{}.timer", p.as_str());
-        run(&["enable", "--now", &t])?;
-        out.push(t);
-    }
-    Ok(out)
 }
