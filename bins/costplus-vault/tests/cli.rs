@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use costplus_testsupport::sandbox::ok;
+
 const BIN: &str = env!("CARGO_BIN_EXE_costplus-vault");
 
 struct Fx {
@@ -57,17 +59,6 @@ fn run_with(cmd: &mut Command, stdin: &str) -> Output {
     // A command that does not read stdin (plan mode, failures) may have exited already.
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// A failure: non-zero exit, nothing on stdout, and the stderr message contains `needle`.
