@@ -11,6 +11,10 @@
 //! 7. `pg_reload_conf()` and wait until `pg_conf_load_time()` advances; if it does not, put
 //!    the old file back and reload again.
 //!
+//! An unchanged file is reloaded only when it may be newer than the server's last load (a
+//! writer died between steps 5 and 7); the file's time and the load time are compared with
+//! the slack of the kernel's coarse file clock, and every reload here starts past that slack.
+//!
 //! Plan mode ([`plan`]) computes the unified diff and touches nothing.
 
 use std::path::{Path, PathBuf};
@@ -202,7 +206,13 @@ async fn load_time(client: &tokio_postgres::Client) -> Result<String, Error> {
     Ok(row.get(0))
 }
 
-/// Whether `path` was modified at or after the server's last configuration load.
+/// How far a file's modification time can lag the moment it was written. Linux stamps files
+/// from the coarse clock, which is up to one scheduler tick (10 ms at `HZ=100`) behind the
+/// clock `pg_conf_load_time()` reads, so a file written just after a load can carry an
+/// earlier time. Erring this way costs at most one needless reload.
+const MTIME_SLACK: f64 = 0.010;
+
+/// Whether `path` may have been modified after the server's last configuration load.
 async fn newer_than_last_load(client: &tokio_postgres::Client, path: &Path) -> Result<bool, Error> {
     let loaded: f64 = client
         .query_one(
@@ -224,10 +234,23 @@ async fn newer_than_last_load(client: &tokio_postgres::Client, path: &Path) -> R
     let modified = modified
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    Ok(modified >= loaded)
+    Ok(modified + MTIME_SLACK >= loaded)
 }
 
-async fn reload(client: &tokio_postgres::Client, timeout: Duration) -> Result<bool, Error> {
+/// Reload the server's configuration and wait until `pg_conf_load_time()` advances. First wait
+/// until the file's modification time is more than [`MTIME_SLACK`] in the past, so the load
+/// this triggers is told apart from the write by [`newer_than_last_load`] (at most 10 ms).
+async fn reload(
+    client: &tokio_postgres::Client,
+    path: &Path,
+    timeout: Duration,
+) -> Result<bool, Error> {
+    if let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) {
+        let clear = modified + Duration::from_secs_f64(MTIME_SLACK * 1.5);
+        if let Ok(left) = clear.duration_since(std::time::SystemTime::now()) {
+            tokio::time::sleep(left).await;
+        }
+    }
     let before = load_time(client).await?;
     let ok: bool = client
         .query_one("SELECT pg_reload_conf()", &[])
@@ -294,7 +317,7 @@ pub async fn apply(
                 });
             }
             report.validated_by_server = true;
-            if !reload(client, opts.reload_timeout).await? {
+            if !reload(client, path, opts.reload_timeout).await? {
                 return Err(Error::Server {
                     action: "reloading the unchanged file",
                     message: "pg_conf_load_time() did not advance".into(),
@@ -354,14 +377,14 @@ pub async fn apply(
     if !opts.reload {
         return Ok(report);
     }
-    match reload(client, opts.reload_timeout).await {
+    match reload(client, path, opts.reload_timeout).await {
         Ok(true) => {
             report.reloaded = true;
             Ok(report)
         }
         Ok(false) => {
             restore()?;
-            let _ = reload(client, opts.reload_timeout).await;
+            let _ = reload(client, path, opts.reload_timeout).await;
             Err(Error::ReloadNotConfirmed {
                 path: path.clone(),
                 message: "pg_conf_load_time() did not advance".into(),
@@ -369,7 +392,7 @@ pub async fn apply(
         }
         Err(e) => {
             restore()?;
-            let _ = reload(client, opts.reload_timeout).await;
+            let _ = reload(client, path, opts.reload_timeout).await;
             Err(e)
         }
     }

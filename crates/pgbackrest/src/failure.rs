@@ -101,7 +101,12 @@ impl Failure {
 /// Classify by error code first, then by message.
 pub fn classify(code: Option<i32>, message: &str) -> FailureKind {
     let m = message;
-    if m.contains("FormatError") && m.contains("unable to load info file") {
+    // An info file read with the wrong key decrypts to garbage (FormatError) or, when the
+    // final block's padding does not check, fails to decrypt (CryptoError): which one depends
+    // on the passphrase, so both mean the same here.
+    if (m.contains("FormatError") || m.contains("CryptoError"))
+        && m.contains("unable to load info file")
+    {
         return FailureKind::WrongPassphrase;
     }
     match code {
@@ -233,6 +238,14 @@ mod tests {
             "WARN: repo1: [FormatError] unable to load info file '/r/backup.info':\n      FormatError: key/value found outside of section at line 1: ;\u{1}\u{2}\u{fffd}G\u{fffd}b\nERROR: [075]: no backup set found to restore\n",
             FailureKind::WrongPassphrase,
             "<binary>",
+        );
+        // The same wrong passphrase, when the last block's padding does not check (the status
+        // of `info --output=json`, no exit code).
+        check(
+            None,
+            "[CryptoError] unable to load info file '/r/backup/main/backup.info' or '/r/backup/main/backup.info.copy':\nCryptoError: unable to flush\nHINT: is or was the repo encrypted?\nCryptoError: unable to flush\nHINT: is or was the repo encrypted?\nHINT: backup.info cannot be opened and is required to perform a backup.\nHINT: has a stanza-create been performed?",
+            FailureKind::WrongPassphrase,
+            "unable to flush",
         );
         check(
             Some(101),
