@@ -15,9 +15,11 @@
 //! | HBA050 | warning | no final `reject` rule for network connections |
 //! | HBA060 | info | IPv4-only rule without an IPv6 twin |
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::rules::{AddressSpec, AuthMethod, ConnType, HbaRule, RuleRow};
 use crate::{RuleSet, Severity};
@@ -115,6 +117,118 @@ fn is_ipv6(r: &HbaRule) -> bool {
     )
 }
 
+/// What an IPv4 rule's IPv6 twin has in common with it.
+type TwinKey<'r> = (ConnType, &'r [crate::Token], &'r [crate::Token], AuthMethod);
+
+fn twin_key(r: &HbaRule) -> TwinKey<'_> {
+    (r.conn_type, &r.databases, &r.users, r.method)
+}
+
+/// A database or user of an index key: the keyword `all`, or one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Name<'r> {
+    All,
+    Token(&'r crate::Token),
+}
+
+/// Rules with more (database, user) pairs than this are kept in one list scanned for every
+/// rule, instead of under each pair.
+const MAX_PAIRS: usize = 64;
+
+/// The rules seen so far, indexed so that finding the first one that covers a rule does not
+/// scan them all: a rule that covers another names its first database (or `all`) and its
+/// first user (or `all`), so the candidates are the rules under four (database, user) keys.
+/// Linting a file with 10,000 customers is then linear, not quadratic, in its rules.
+#[derive(Default)]
+struct Earlier<'r> {
+    /// Rule indexes (ascending) under each (database, user) pair they name.
+    by_pair: HashMap<(Name<'r>, Name<'r>), Vec<usize>>,
+    /// Rules naming more than [`MAX_PAIRS`] pairs, and rules naming no database or user.
+    wide: Vec<usize>,
+}
+
+fn names<'r>(tokens: &'r [crate::Token]) -> impl Iterator<Item = Name<'r>> {
+    let all = tokens.iter().any(|t| t.is_keyword("all"));
+    all.then_some(Name::All)
+        .into_iter()
+        .chain(tokens.iter().map(Name::Token))
+}
+
+impl<'r> Earlier<'r> {
+    fn add(&mut self, i: usize, r: &'r HbaRule) {
+        let pairs = r.databases.len().saturating_add(1) * r.users.len().saturating_add(1);
+        if pairs > MAX_PAIRS || r.databases.is_empty() || r.users.is_empty() {
+            self.wide.push(i);
+            return;
+        }
+        for d in names(&r.databases) {
+            for u in names(&r.users) {
+                let list = self.by_pair.entry((d, u)).or_default();
+                // `all` listed next to a name would add the rule twice under one key
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+    }
+
+    /// The lists that hold every earlier rule that can cover (or duplicate) rule `r`.
+    fn candidates(&self, r: &'r HbaRule) -> Option<SmallVec<[&[usize]; 5]>> {
+        let (d, u) = (r.databases.first()?, r.users.first()?);
+        let mut lists: SmallVec<[&[usize]; 5]> = SmallVec::new();
+        lists.push(&self.wide);
+        for key in [
+            (Name::Token(d), Name::Token(u)),
+            (Name::Token(d), Name::All),
+            (Name::All, Name::Token(u)),
+            (Name::All, Name::All),
+        ] {
+            if let Some(list) = self.by_pair.get(&key) {
+                lists.push(list);
+            }
+        }
+        Some(lists)
+    }
+
+    /// The first earlier rule matching `pred`, among the candidates of rule `i` (all earlier
+    /// rules when it names no database or user).
+    fn first(
+        &self,
+        rules: &[(&RuleRow, &'r HbaRule)],
+        i: usize,
+        pred: impl Fn(&HbaRule) -> bool,
+    ) -> Option<usize> {
+        match self.candidates(rules[i].1) {
+            Some(lists) => lists
+                .iter()
+                .filter_map(|list| list.iter().copied().find(|&j| pred(rules[j].1)))
+                .min(),
+            None => (0..i).find(|&j| pred(rules[j].1)),
+        }
+    }
+
+    /// The first earlier rule that matches every connection rule `i` matches.
+    fn covering(&self, rules: &[(&RuleRow, &'r HbaRule)], i: usize) -> Option<usize> {
+        let r = rules[i].1;
+        self.first(rules, i, |p| covers(p, r))
+    }
+
+    /// The first earlier rule identical to rule `i` (but for its line).
+    fn duplicate(&self, rules: &[(&RuleRow, &'r HbaRule)], i: usize) -> Option<usize> {
+        let r = rules[i].1;
+        self.first(rules, i, |p| same_rule(p, r))
+    }
+}
+
+fn same_rule(p: &HbaRule, r: &HbaRule) -> bool {
+    p.conn_type == r.conn_type
+        && p.databases == r.databases
+        && p.users == r.users
+        && p.address == r.address
+        && p.method == r.method
+        && p.options == r.options
+}
+
 /// Lint a file: `customer_lines` are the line numbers of customer rules (the managed
 /// block); when empty, rules naming specific databases count as customer rules.
 pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
@@ -143,6 +257,12 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
         });
     }
     let rules: Vec<(&RuleRow, &HbaRule)> = set.rules().collect();
+    let mut earlier = Earlier::default();
+    let ipv6_twins: HashSet<TwinKey<'_>> = rules
+        .iter()
+        .filter(|(_, o)| is_ipv6(o))
+        .map(|(_, o)| twin_key(o))
+        .collect();
     let mut catch_all_seen: Option<u32> = None;
     for (i, (row, r)) in rules.iter().enumerate() {
         let net = r.conn_type.is_network();
@@ -200,21 +320,13 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
             }
         }
         // shadowed / duplicate
-        if let Some((prow, _)) = rules[..i].iter().find(|(_, p)| covers(p, r)) {
-            let dup = rules[..i].iter().find(|(_, p)| {
-                p.conn_type == r.conn_type
-                    && p.databases == r.databases
-                    && p.users == r.users
-                    && p.address == r.address
-                    && p.method == r.method
-                    && p.options == r.options
-            });
-            match dup {
-                Some((drow, _)) => out.push(f(
+        if let Some(j) = earlier.covering(&rules, i) {
+            match earlier.duplicate(&rules, i) {
+                Some(d) => out.push(f(
                     "HBA041",
                     Severity::Warning,
                     row,
-                    format!("duplicate of line {}", drow.line_number),
+                    format!("duplicate of line {}", rules[d].0.line_number),
                 )),
                 None => out.push(f(
                     "HBA040",
@@ -222,11 +334,12 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
                     row,
                     format!(
                         "can never match: line {} matches every connection this rule would",
-                        prow.line_number
+                        rules[j].0.line_number
                     ),
                 )),
             }
         }
+        earlier.add(i, r);
         let is_customer = if customer_lines.is_empty() {
             r.databases.iter().all(|t| {
                 t.quoted
@@ -252,22 +365,13 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
         if net && is_catch_all(r) && catch_all_seen.is_none() {
             catch_all_seen = Some(row.line_number);
         }
-        if is_ipv4(r) {
-            let twin = rules.iter().any(|(_, o)| {
-                is_ipv6(o)
-                    && o.conn_type == r.conn_type
-                    && o.databases == r.databases
-                    && o.users == r.users
-                    && o.method == r.method
-            });
-            if !twin {
-                out.push(f(
-                    "HBA060",
-                    Severity::Info,
-                    row,
-                    "IPv4 rule without an IPv6 twin (same type, databases, users, method)".into(),
-                ));
-            }
+        if is_ipv4(r) && !ipv6_twins.contains(&twin_key(r)) {
+            out.push(f(
+                "HBA060",
+                Severity::Info,
+                row,
+                "IPv4 rule without an IPv6 twin (same type, databases, users, method)".into(),
+            ));
         }
     }
     // missing final reject
@@ -312,4 +416,107 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
     }
     out.sort_by_key(|x| (x.line_number.unwrap_or(u32::MAX), x.id));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test fails by panicking
+    use super::*;
+    use crate::{MemEnv, ReadOptions, read_rules};
+    use proptest::prelude::*;
+
+    const TYPES: &[&str] = &["local", "host", "hostssl", "hostnossl"];
+    const DBS: &[&str] = &[
+        "all",
+        "a",
+        "b",
+        "a,b",
+        "b,a",
+        "\"all\"",
+        "replication",
+        "all,replication",
+        "b,all",
+        "a,b,c,d,e,f,g,h",
+    ];
+    const USERS: &[&str] = &["all", "u", "v", "u,v", "+g", "all,u", "u,v,w,x,y,z,q,r"];
+    const ADDRS: &[&str] = &[
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.2.3/32",
+        "0.0.0.0/0",
+        "::/0",
+        "fe80::/10",
+        "all",
+        "samehost",
+    ];
+    const METHODS: &[&str] = &["md5", "scram-sha-256", "reject", "trust", "cert"];
+
+    fn line() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(TYPES),
+            prop::sample::select(DBS),
+            prop::sample::select(USERS),
+            prop::sample::select(ADDRS),
+            prop::sample::select(METHODS),
+        )
+            .prop_map(|(t, d, u, a, m)| {
+                if t == "local" {
+                    format!("{t} {d} {u} {m}\n")
+                } else {
+                    format!("{t} {d} {u} {a} {m}\n")
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The index finds the same first covering and first identical earlier rule as
+        /// scanning every earlier rule, and the twin set agrees with a scan.
+        #[test]
+        fn the_index_agrees_with_a_scan(lines in prop::collection::vec(line(), 1..80)) {
+            let text = lines.concat();
+            let set = read_rules(text.as_bytes(), "/d/pg_hba.conf", &ReadOptions::default(), &MemEnv::new());
+            let rules: Vec<(&RuleRow, &HbaRule)> = set.rules().collect();
+            let mut earlier = Earlier::default();
+            let twins: HashSet<TwinKey<'_>> = rules
+                .iter()
+                .filter(|(_, o)| is_ipv6(o))
+                .map(|(_, o)| twin_key(o))
+                .collect();
+            for (i, (_, r)) in rules.iter().enumerate() {
+                let scan_cover = (0..i).find(|&j| covers(rules[j].1, r));
+                let scan_dup = (0..i).find(|&j| same_rule(rules[j].1, r));
+                prop_assert_eq!(earlier.covering(&rules, i), scan_cover, "rule {}", i);
+                prop_assert_eq!(earlier.duplicate(&rules, i), scan_dup, "rule {}", i);
+                let scan_twin = rules.iter().any(|(_, o)| {
+                    is_ipv6(o)
+                        && o.conn_type == r.conn_type
+                        && o.databases == r.databases
+                        && o.users == r.users
+                        && o.method == r.method
+                });
+                prop_assert_eq!(twins.contains(&twin_key(r)), scan_twin);
+                earlier.add(i, r);
+            }
+        }
+    }
+
+    #[test]
+    fn wide_rules_are_kept_apart_and_still_found() {
+        let text =
+            "host a,b,c,d,e,f,g,h u,v,w,x,y,z,q,r 10.0.0.0/8 md5\nhost h r 10.1.0.0/16 md5\n";
+        let set = read_rules(
+            text.as_bytes(),
+            "/d/pg_hba.conf",
+            &ReadOptions::default(),
+            &MemEnv::new(),
+        );
+        let rules: Vec<(&RuleRow, &HbaRule)> = set.rules().collect();
+        let mut earlier = Earlier::default();
+        earlier.add(0, rules[0].1);
+        assert_eq!(earlier.wide, vec![0]);
+        assert!(earlier.by_pair.is_empty());
+        assert_eq!(earlier.covering(&rules, 1), Some(0));
+    }
 }
