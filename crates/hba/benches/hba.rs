@@ -136,10 +136,15 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let rules = if quick { 2_000 } else { 100_000 };
     let runs = if quick { 1 } else { 11 };
-    if std::env::var_os("HBA_BENCH_PROFILE_READ").is_some() {
-        // profiling aid: only our read, many times
+    if let Some(which) = std::env::var_os("HBA_BENCH_PROFILE_READ") {
+        // profiling aid: only our read, many times (`serial`: only on one thread)
         let bytes = big_file(rules);
-        for parallel in [true, false] {
+        let modes: &[bool] = if which == "serial" {
+            &[false]
+        } else {
+            &[true, false]
+        };
+        for &parallel in modes {
             let mut opts = ReadOptions::default();
             opts.parallel = parallel;
             let mut times = Vec::new();
