@@ -31,7 +31,16 @@ pub async fn read(client: &tokio_postgres::Client) -> Result<ServerCertificate> 
         .await
         .map_err(costplus_pgcluster::Error::from)?;
     let (file, data): (String, String) = (row.get(0), row.get(1));
-    read_file(&Path::new(&data).join(file), chrono::Utc::now().timestamp())
+    let path = server_file(&data, &file).ok_or_else(|| {
+        Error::Invalid("the server names no certificate (ssl_cert_file is empty)".into())
+    })?;
+    read_file(&path, chrono::Utc::now().timestamp())
+}
+
+/// A server file setting (`ssl_cert_file = 'server.crt'`) as a path: relative names are
+/// relative to the data directory, as the server reads them; `None` when the setting is empty.
+pub fn server_file(data_directory: &str, setting: &str) -> Option<PathBuf> {
+    (!setting.is_empty()).then(|| Path::new(data_directory).join(setting))
 }
 
 /// Read the leaf certificate of a PEM file and its validity at `now` (Unix seconds).
@@ -57,6 +66,19 @@ pub fn read_file(path: &Path, now: i64) -> Result<ServerCertificate> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_files_are_relative_to_the_data_directory() {
+        assert_eq!(
+            server_file("/pg/data", "server.crt"),
+            Some(PathBuf::from("/pg/data/server.crt"))
+        );
+        assert_eq!(
+            server_file("/pg/data", "/etc/ssl/x.crt"),
+            Some(PathBuf::from("/etc/ssl/x.crt"))
+        );
+        assert_eq!(server_file("/pg/data", ""), None);
+    }
 
     #[test]
     fn days_left_of_a_generated_certificate_and_clear_errors() {

@@ -87,16 +87,9 @@ fn setting<'a>(facts: &'a Facts, name: &str) -> Option<&'a str> {
     facts.settings.get(name).map(|s| s.value.as_str())
 }
 
-/// A server file setting (`ssl_cert_file = 'server.crt'`) as a path: relative names are
-/// relative to the data directory, as the server reads them.
+/// A server file setting (`ssl_cert_file`) as the server reads it.
 fn server_path(facts: &Facts, name: &str) -> Option<PathBuf> {
-    let v = setting(facts, name).filter(|v| !v.is_empty())?;
-    let p = PathBuf::from(v);
-    Some(if p.is_absolute() {
-        p
-    } else {
-        PathBuf::from(setting(facts, "data_directory")?).join(p)
-    })
+    crate::servercert::server_file(setting(facts, "data_directory")?, setting(facts, name)?)
 }
 
 /// The name clients use for the server (None for a Unix socket).
