@@ -124,6 +124,15 @@ fn twin_key(r: &HbaRule) -> TwinKey<'_> {
     (r.conn_type, &r.databases, &r.users, r.method)
 }
 
+/// The twin keys of the IPv6 rules.
+fn ipv6_twin_keys<'r>(rules: &[(&RuleRow, &'r HbaRule)]) -> HashSet<TwinKey<'r>> {
+    rules
+        .iter()
+        .filter(|(_, o)| is_ipv6(o))
+        .map(|(_, o)| twin_key(o))
+        .collect()
+}
+
 /// A database or user of an index key: the keyword `all`, or one token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Name<'r> {
@@ -258,11 +267,7 @@ pub fn lint(set: &RuleSet, customer_lines: &[u32]) -> Vec<Finding> {
     }
     let rules: Vec<(&RuleRow, &HbaRule)> = set.rules().collect();
     let mut earlier = Earlier::default();
-    let ipv6_twins: HashSet<TwinKey<'_>> = rules
-        .iter()
-        .filter(|(_, o)| is_ipv6(o))
-        .map(|(_, o)| twin_key(o))
-        .collect();
+    let ipv6_twins = ipv6_twin_keys(&rules);
     let mut catch_all_seen: Option<u32> = None;
     for (i, (row, r)) in rules.iter().enumerate() {
         let net = r.conn_type.is_network();
@@ -479,11 +484,7 @@ mod tests {
             let set = read_rules(text.as_bytes(), "/d/pg_hba.conf", &ReadOptions::default(), &MemEnv::new());
             let rules: Vec<(&RuleRow, &HbaRule)> = set.rules().collect();
             let mut earlier = Earlier::default();
-            let twins: HashSet<TwinKey<'_>> = rules
-                .iter()
-                .filter(|(_, o)| is_ipv6(o))
-                .map(|(_, o)| twin_key(o))
-                .collect();
+            let twins = ipv6_twin_keys(&rules);
             for (i, (_, r)) in rules.iter().enumerate() {
                 let scan_cover = (0..i).find(|&j| covers(rules[j].1, r));
                 let scan_dup = (0..i).find(|&j| same_rule(rules[j].1, r));
