@@ -31,16 +31,24 @@ pub async fn read(client: &tokio_postgres::Client) -> Result<ServerCertificate> 
         .await
         .map_err(costplus_pgcluster::Error::from)?;
     let (file, data): (String, String) = (row.get(0), row.get(1));
-    let path = server_file(&data, &file).ok_or_else(|| {
+    let path = server_file(Some(&data), &file).ok_or_else(|| {
         Error::Invalid("the server names no certificate (ssl_cert_file is empty)".into())
     })?;
     read_file(&path, chrono::Utc::now().timestamp())
 }
 
 /// A server file setting (`ssl_cert_file = 'server.crt'`) as a path: relative names are
-/// relative to the data directory, as the server reads them; `None` when the setting is empty.
-pub fn server_file(data_directory: &str, setting: &str) -> Option<PathBuf> {
-    (!setting.is_empty()).then(|| Path::new(data_directory).join(setting))
+/// relative to the data directory, as the server reads them; `None` when the setting is empty,
+/// or relative with the data directory unknown.
+pub fn server_file(data_directory: Option<&str>, setting: &str) -> Option<PathBuf> {
+    let p = Path::new(setting);
+    if setting.is_empty() {
+        None
+    } else if p.is_absolute() {
+        Some(p.to_path_buf())
+    } else {
+        Some(Path::new(data_directory?).join(p))
+    }
 }
 
 /// Read the leaf certificate of a PEM file and its validity at `now` (Unix seconds).
@@ -69,15 +77,21 @@ mod tests {
 
     #[test]
     fn server_files_are_relative_to_the_data_directory() {
+        let data = Some("/pg/data");
         assert_eq!(
-            server_file("/pg/data", "server.crt"),
+            server_file(data, "server.crt"),
             Some(PathBuf::from("/pg/data/server.crt"))
         );
         assert_eq!(
-            server_file("/pg/data", "/etc/ssl/x.crt"),
+            server_file(data, "/etc/ssl/x.crt"),
             Some(PathBuf::from("/etc/ssl/x.crt"))
         );
-        assert_eq!(server_file("/pg/data", ""), None);
+        assert_eq!(server_file(data, ""), None);
+        assert_eq!(
+            server_file(None, "/etc/ssl/x.crt"),
+            Some(PathBuf::from("/etc/ssl/x.crt"))
+        );
+        assert_eq!(server_file(None, "server.crt"), None);
     }
 
     #[test]

@@ -11,9 +11,14 @@
 //! 7. `pg_reload_conf()` and wait until `pg_conf_load_time()` advances; if it does not, put
 //!    the old file back and reload again.
 //!
-//! An unchanged file is reloaded only when it may be newer than the server's last load (a
-//! writer died between steps 5 and 7); the file's time and the load time are compared with
-//! the slack of the kernel's coarse file clock, and every reload here starts past that slack.
+//! Before step 5 a marker (`<lock file>.reload-pending`) is made durable; it is removed once
+//! the server runs the file on disk (a confirmed reload, or the old file put back unreloaded).
+//! A writer that dies between steps 5 and 7, an offline write (no server) and a write with
+//! `reload: false` leave it, and the next `apply` reloads even when its edit changes nothing.
+//! An unchanged file edited by someone else since the last load is reloaded too, as far as
+//! times tell: its modification time is compared with `pg_conf_load_time()` of this
+//! connection, allowing for the kernel's coarse file clock (best effort: a connection that was
+//! idle through someone else's reload reports a later time than the server's load).
 //!
 //! Plan mode ([`plan`]) computes the unified diff and touches nothing.
 
@@ -210,7 +215,37 @@ async fn load_time(client: &tokio_postgres::Client) -> Result<String, Error> {
 /// from the coarse clock, which is up to one scheduler tick (10 ms at `HZ=100`) behind the
 /// clock `pg_conf_load_time()` reads, so a file written just after a load can carry an
 /// earlier time. Erring this way costs at most one needless reload.
-const MTIME_SLACK: f64 = 0.010;
+const MTIME_SLACK: Duration = Duration::from_millis(20);
+
+/// The marker of a written file the server may not run yet (beside the lock file).
+fn pending_path(lock_file: &Path) -> PathBuf {
+    let mut s = lock_file.as_os_str().to_owned();
+    s.push(".reload-pending");
+    PathBuf::from(s)
+}
+
+/// Make the marker durable (it names the file), with the lock file's owner and mode.
+fn mark_pending(marker: &Path, lock_file: &Path, hba: &Path) -> Result<(), Error> {
+    if marker.exists() {
+        return Ok(());
+    }
+    let fs_err = |action, source| Error::Fs {
+        action,
+        path: marker.to_path_buf(),
+        source,
+    };
+    let like = costplus_fs::WriteOptions::like(lock_file)
+        .map_err(|e| fs_err("reading owner and mode of the lock file for", e))?;
+    let mut text = hba.as_os_str().as_encoded_bytes().to_vec();
+    text.push(b'\n');
+    costplus_fs::write_atomic(marker, &text, &like).map_err(|e| fs_err("writing", e))
+}
+
+/// The server runs the file on disk: drop the marker (a marker that survives a crash costs one
+/// needless reload).
+fn clear_pending(marker: &Path) {
+    let _ = std::fs::remove_file(marker);
+}
 
 /// Whether `path` may have been modified after the server's last configuration load.
 async fn newer_than_last_load(client: &tokio_postgres::Client, path: &Path) -> Result<bool, Error> {
@@ -234,21 +269,22 @@ async fn newer_than_last_load(client: &tokio_postgres::Client, path: &Path) -> R
     let modified = modified
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    Ok(modified + MTIME_SLACK >= loaded)
+    Ok(modified + MTIME_SLACK.as_secs_f64() >= loaded)
 }
 
 /// Reload the server's configuration and wait until `pg_conf_load_time()` advances. First wait
 /// until the file's modification time is more than [`MTIME_SLACK`] in the past, so the load
-/// this triggers is told apart from the write by [`newer_than_last_load`] (at most 10 ms).
+/// this triggers is told apart from the write by [`newer_than_last_load`] (at most 1.5 times
+/// the slack, also for a file stamped in the future).
 async fn reload(
     client: &tokio_postgres::Client,
     path: &Path,
     timeout: Duration,
 ) -> Result<bool, Error> {
     if let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) {
-        let clear = modified + Duration::from_secs_f64(MTIME_SLACK * 1.5);
-        if let Ok(left) = clear.duration_since(std::time::SystemTime::now()) {
-            tokio::time::sleep(left).await;
+        let wait = MTIME_SLACK * 3 / 2;
+        if let Ok(left) = (modified + wait).duration_since(std::time::SystemTime::now()) {
+            tokio::time::sleep(left.min(wait)).await;
         }
     }
     let before = load_time(client).await?;
@@ -288,6 +324,8 @@ pub async fn apply(
         path: lock_file.clone(),
         source,
     })?;
+    let marker = pending_path(&lock_file);
+    let was_pending = marker.exists();
     let old = read_current(path)?;
     let mut doc = Document::parse(&old);
     edit(&mut doc)?;
@@ -303,11 +341,11 @@ pub async fn apply(
         reloaded: false,
     };
     if !report.changed {
-        // Nothing to write, but a writer that died between writing and reloading leaves a file
-        // the server does not run yet: reload when the file is newer than the last load.
+        // Nothing to write, but the server may not run the file yet: a writer died between
+        // writing and reloading, wrote offline, or did not reload; or someone else edited it.
         if let Some(client) = client
             && opts.reload
-            && newer_than_last_load(client, path).await?
+            && (was_pending || newer_than_last_load(client, path).await?)
         {
             let errors = server_errors(client).await?;
             if !errors.is_empty() {
@@ -323,6 +361,7 @@ pub async fn apply(
                     message: "pg_conf_load_time() did not advance".into(),
                 });
             }
+            clear_pending(&marker);
             report.reloaded = true;
         }
         return Ok(report);
@@ -353,12 +392,25 @@ pub async fn apply(
         })?;
     }
     report.backup = Some(backup);
-    write_like(path, &new, &like)?;
+    mark_pending(&marker, &lock_file, path)?;
+    if let Err(e) = write_like(path, &new, &like) {
+        if !was_pending {
+            clear_pending(&marker);
+        }
+        return Err(e);
+    }
     report.written = true;
     let Some(client) = client else {
         return Ok(report);
     };
-    let restore = || write_like(path, &old, &like);
+    // Put the old file back; unless the marker was there before, the server runs it again.
+    let restore = || {
+        write_like(path, &old, &like)?;
+        if !was_pending {
+            clear_pending(&marker);
+        }
+        Ok::<(), Error>(())
+    };
     match server_errors(client).await {
         Ok(errors) if errors.is_empty() => {}
         Ok(errors) => {
@@ -377,23 +429,22 @@ pub async fn apply(
     if !opts.reload {
         return Ok(report);
     }
-    match reload(client, path, opts.reload_timeout).await {
-        Ok(true) => {
-            report.reloaded = true;
-            Ok(report)
-        }
-        Ok(false) => {
-            restore()?;
-            let _ = reload(client, path, opts.reload_timeout).await;
-            Err(Error::ReloadNotConfirmed {
-                path: path.clone(),
-                message: "pg_conf_load_time() did not advance".into(),
-            })
-        }
-        Err(e) => {
-            restore()?;
-            let _ = reload(client, path, opts.reload_timeout).await;
-            Err(e)
-        }
+    let reloaded = reload(client, path, opts.reload_timeout).await;
+    if let Ok(true) = reloaded {
+        clear_pending(&marker);
+        report.reloaded = true;
+        return Ok(report);
+    }
+    // The old file goes back and is reloaded: the server may have loaded the new one anyway.
+    write_like(path, &old, &like)?;
+    if let Ok(true) = reload(client, path, opts.reload_timeout).await {
+        clear_pending(&marker);
+    }
+    match reloaded {
+        Err(e) => Err(e),
+        _ => Err(Error::ReloadNotConfirmed {
+            path: path.clone(),
+            message: "pg_conf_load_time() did not advance".into(),
+        }),
     }
 }

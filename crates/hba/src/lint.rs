@@ -43,11 +43,13 @@ fn covers_type(a: ConnType, b: ConnType) -> bool {
     a == b || (a == ConnType::Host && b != ConnType::Local)
 }
 
-fn covers_tokens(a: &[crate::Token], b: &[crate::Token], keyword_all: bool) -> bool {
-    if keyword_all && a.iter().any(|t| t.is_keyword("all")) {
-        return !b.iter().any(|t| t.is_keyword("replication"));
-    }
-    b.iter().all(|t| a.contains(t))
+/// Whether the database (or user) list `a` matches every name `b` matches: each of `b`'s
+/// tokens is in `a`, or `a` says `all`, which in the database field does not match physical
+/// replication connections (the keyword `replication`).
+fn covers_tokens(a: &[crate::Token], b: &[crate::Token], databases: bool) -> bool {
+    let all = a.iter().any(|t| t.is_keyword("all"));
+    b.iter()
+        .all(|t| a.contains(t) || (all && !(databases && t.is_keyword("replication"))))
 }
 
 fn covers_addr(a: &Option<AddressSpec>, b: &Option<AddressSpec>) -> bool {
@@ -87,7 +89,7 @@ fn covers_addr(a: &Option<AddressSpec>, b: &Option<AddressSpec>) -> bool {
 fn covers(a: &HbaRule, b: &HbaRule) -> bool {
     covers_type(a.conn_type, b.conn_type)
         && covers_tokens(&a.databases, &b.databases, true)
-        && covers_tokens(&a.users, &b.users, true)
+        && covers_tokens(&a.users, &b.users, false)
         && covers_addr(&a.address, &b.address)
 }
 
@@ -147,7 +149,9 @@ const MAX_PAIRS: usize = 64;
 /// The rules seen so far, indexed so that finding the first one that covers a rule does not
 /// scan them all: a rule that covers another names its first database (or `all`) and its
 /// first user (or `all`), so the candidates are the rules under four (database, user) keys.
-/// Linting a file with 10,000 customers is then linear, not quadratic, in its rules.
+/// Customer rules name their own database and user, so a file of 10,000 customers is linted
+/// in time linear in its rules; rules with `all` in both fields (and the wide ones) are still
+/// tried for every rule, so a long list of `host all all <address>` lines stays quadratic.
 #[derive(Default)]
 struct Earlier<'r> {
     /// Rule indexes (ascending) under each (database, user) pair they name.

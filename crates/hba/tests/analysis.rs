@@ -87,6 +87,16 @@ fn shadowed_and_duplicates() {
         &format!("local all all peer\nlocal replication all peer\n{TAIL}"),
         &[],
     );
+    // ... but a list naming it covers it: an exact repeat is a duplicate
+    check_lint(
+        &format!("local all,replication all peer\nlocal all,replication all peer\n{TAIL}"),
+        &[("HBA041", Some(2))],
+    );
+    // in the user field `replication` is a role like any other: `all` covers it
+    check_lint(
+        &format!("local all all peer\nlocal app replication peer\n{TAIL}"),
+        &[("HBA040", Some(2))],
+    );
 }
 
 #[test]

@@ -285,6 +285,89 @@ fn a_file_written_but_never_reloaded_is_reloaded_by_the_next_apply() {
     });
 }
 
+/// The marker of a written but not yet loaded file (beside the default lock file).
+fn marker(tc: &TestCluster) -> std::path::PathBuf {
+    let mut s = tc.cluster().hba_file().into_os_string();
+    s.push(".costplus.lock.reload-pending");
+    s.into()
+}
+
+/// The writer died after an offline write, and the connection that applies next was idle
+/// through someone else's reload: its `pg_conf_load_time()` is stamped when it next runs a
+/// statement, later than the file's time, so times alone would say the file is loaded. The
+/// marker says it is not.
+#[test]
+fn a_pending_write_is_reloaded_even_when_times_say_it_is_loaded() {
+    let tc = TestCluster::start();
+    block_on(async {
+        let admin = tc.connect().await;
+        admin.batch_execute("CREATE ROLE hugo LOGIN").await.unwrap();
+        admin.batch_execute("CREATE DATABASE hugo").await.unwrap();
+        let rules = [RuleSpec {
+            method: costplus_hba::AuthMethod::Trust,
+            ..RuleSpec::hostssl_scram("hugo", "hugo", "127.0.0.1/32")
+        }];
+        let su = tc.superuser().to_string();
+        let base = format!(
+            "local all {su} peer map=costplus_admin\nhostssl all {su} 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n"
+        );
+        apply(Some(&admin), &opts_for(&tc), |d| {
+            *d = Document::parse(base.as_bytes());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(!marker(&tc).exists(), "a confirmed reload leaves no marker");
+        // This connection stays idle from here to its apply.
+        let idle = tc.connect().await;
+        // Someone else reloads (the server loads the file as it is, without hugo) ...
+        // (a new connection reports the server's own load time)
+        let server_load_time = || async {
+            let c = tc.connect().await;
+            let t: String = c
+                .query_one("SELECT pg_conf_load_time()::text", &[])
+                .await
+                .unwrap()
+                .get(0);
+            t
+        };
+        let before = server_load_time().await;
+        let other = tc.connect().await;
+        other
+            .query_one("SELECT pg_reload_conf()", &[])
+            .await
+            .unwrap();
+        while server_load_time().await == before {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // ... then a writer writes offline and dies before reloading.
+        apply(None, &opts_for(&tc), |d| {
+            d.set_customer_rules("hugo", &rules).map(|_| ())
+        })
+        .await
+        .unwrap();
+        assert!(marker(&tc).exists());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(attempt(&tc, "hugo", "hugo", true).await, Outcome::Rejected);
+        // The idle connection handles the earlier reload signal at its next statement and
+        // stamps its load time then, after the file's time.
+        let report = apply(Some(&idle), &opts_for(&tc), |d| {
+            d.set_customer_rules("hugo", &rules).map(|_| ())
+        })
+        .await
+        .unwrap();
+        assert!(!report.changed && report.reloaded, "{report:?}");
+        assert_eq!(attempt(&tc, "hugo", "hugo", true).await, Outcome::Trusted);
+        assert!(!marker(&tc).exists(), "the reload clears the marker");
+        let again = apply(Some(&idle), &opts_for(&tc), |d| {
+            d.set_customer_rules("hugo", &rules).map(|_| ())
+        })
+        .await
+        .unwrap();
+        assert!(!again.changed && !again.reloaded, "{again:?}");
+    });
+}
+
 fn load_time(tc: &TestCluster) -> String {
     block_on(async {
         tc.connect()
@@ -320,6 +403,10 @@ fn a_file_the_server_refuses_is_restored_and_not_reloaded() {
     assert!(err.to_string().contains("SSL is disabled"), "{err}");
     assert_eq!(std::fs::read(&hba).unwrap(), before);
     assert_eq!(load_time(&tc), t0, "no reload may happen");
+    assert!(
+        !marker(&tc).exists(),
+        "the server runs the file on disk: no marker"
+    );
 }
 
 #[test]

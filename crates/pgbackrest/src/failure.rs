@@ -14,6 +14,9 @@ pub enum FailureKind {
     Crypto,
     /// An encrypted repository's info file does not decrypt to text: wrong passphrase.
     WrongPassphrase,
+    /// A repository file has no cipher header: the repository is not encrypted (or the
+    /// configuration names a cipher it was not created with).
+    NotEncrypted,
     /// 101 (and host/TLS connection errors): the S3 endpoint could not be used.
     Service,
     /// The stanza does not exist (not in the configuration, or `stanza-create` never ran).
@@ -40,6 +43,9 @@ impl FailureKind {
             }
             Self::WrongPassphrase => {
                 "the repository does not decrypt: wrong cipher passphrase for this repository (or its backup.info is damaged)"
+            }
+            Self::NotEncrypted => {
+                "the repository is not encrypted the way pgbackrest.conf says: check repoN-cipher-type against how the repository was created, and that the repository path is the right one"
             }
             Self::Service => {
                 "the S3 endpoint failed: check the offsite endpoint, port, CA file, bucket and keys, and that the service is reachable"
@@ -98,23 +104,34 @@ impl Failure {
     }
 }
 
-/// Classify by error code first, then by message.
+/// Classify by the error codes that say it all, then by what reading an info file says, then
+/// by the other codes, then by message.
 pub fn classify(code: Option<i32>, message: &str) -> FailureKind {
     let m = message;
-    // An info file read with the wrong key decrypts to garbage (FormatError) or, when the
-    // final block's padding does not check, fails to decrypt (CryptoError): which one depends
-    // on the passphrase, so both mean the same here.
-    if (m.contains("FormatError") || m.contains("CryptoError"))
-        && m.contains("unable to load info file")
-    {
-        return FailureKind::WrongPassphrase;
-    }
     match code {
         Some(82) => return FailureKind::ArchiveTimeout,
-        Some(95) => return FailureKind::Crypto,
         Some(101) | Some(49) | Some(105) => return FailureKind::Service,
-        Some(75) => return FailureKind::NoBackup,
         Some(50) => return FailureKind::Locked,
+        _ => {}
+    }
+    if m.contains("unable to load info file") {
+        if m.contains("cipher header invalid") {
+            return FailureKind::NotEncrypted;
+        }
+        // a truncated file (a wrong key never changes the length)
+        if m.contains("wrong final block length") {
+            return FailureKind::Corrupt;
+        }
+        // Read with the wrong key, an info file decrypts to garbage (FormatError) or, when
+        // the final block's padding does not check, fails to decrypt (CryptoError: unable to
+        // flush, bad decrypt): which one depends on the passphrase.
+        if m.contains("FormatError") || m.contains("CryptoError") {
+            return FailureKind::WrongPassphrase;
+        }
+    }
+    match code {
+        Some(95) => return FailureKind::Crypto,
+        Some(75) => return FailureKind::NoBackup,
         _ => {}
     }
     if m.contains("has a stanza-create been performed") || m.contains("does this stanza exist") {
@@ -246,6 +263,33 @@ mod tests {
             "[CryptoError] unable to load info file '/r/backup/main/backup.info' or '/r/backup/main/backup.info.copy':\nCryptoError: unable to flush\nHINT: is or was the repo encrypted?\nCryptoError: unable to flush\nHINT: is or was the repo encrypted?\nHINT: backup.info cannot be opened and is required to perform a backup.\nHINT: has a stanza-create been performed?",
             FailureKind::WrongPassphrase,
             "unable to flush",
+        );
+        check(
+            Some(95),
+            "ERROR: [095]: unable to load info file '/r/backup/main/backup.info' or '/r/backup/main/backup.info.copy':\n       CryptoError: unable to flush: [101077092] bad decrypt\n       HINT: is or was the repo encrypted?\n",
+            FailureKind::WrongPassphrase,
+            "bad decrypt",
+        );
+        // A plain repository read with a cipher configured: no passphrase will help.
+        check(
+            Some(95),
+            "ERROR: [095]: unable to load info file '/r/backup/main/backup.info' or '/r/backup/main/backup.info.copy':\n       CryptoError: cipher header invalid\n       HINT: is or was the repo encrypted?\n",
+            FailureKind::NotEncrypted,
+            "cipher header invalid",
+        );
+        // A truncated info file is damage, not a wrong passphrase.
+        check(
+            Some(95),
+            "ERROR: [095]: unable to load info file '/r/backup/main/backup.info' or '/r/backup/main/backup.info.copy':\n       CryptoError: unable to flush: [101077117] wrong final block length\n",
+            FailureKind::Corrupt,
+            "wrong final block length",
+        );
+        // An info file warning about one repository does not hide what the command failed of.
+        check(
+            Some(82),
+            "WARN: repo2: [CryptoError] unable to load info file '/r2/archive/main/archive.info':\n      CryptoError: unable to flush\nERROR: [082]: WAL segment 000000010000000000000003 was not archived before the 60000ms timeout\n",
+            FailureKind::ArchiveTimeout,
+            "was not archived",
         );
         check(
             Some(101),

@@ -89,7 +89,7 @@ fn setting<'a>(facts: &'a Facts, name: &str) -> Option<&'a str> {
 
 /// A server file setting (`ssl_cert_file`) as the server reads it.
 fn server_path(facts: &Facts, name: &str) -> Option<PathBuf> {
-    crate::servercert::server_file(setting(facts, "data_directory")?, setting(facts, name)?)
+    crate::servercert::server_file(setting(facts, "data_directory"), setting(facts, name)?)
 }
 
 /// The name clients use for the server (None for a Unix socket).
