@@ -231,6 +231,35 @@ fn apply_writes_validates_reloads_and_keeps_owner_and_mode() {
     });
 }
 
+/// A customer role and database `name`, and a loaded file that rejects everyone but the
+/// superuser; returns the rule that lets `name` in without a password (not applied).
+async fn loaded_base_and_trusted_customer(
+    tc: &TestCluster,
+    admin: &tokio_postgres::Client,
+    name: &str,
+) -> [RuleSpec; 1] {
+    for sql in [
+        format!("CREATE ROLE {name} LOGIN"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin.batch_execute(&sql).await.unwrap();
+    }
+    let su = tc.superuser();
+    let base = format!(
+        "local all {su} peer map=costplus_admin\nhostssl all {su} 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n"
+    );
+    apply(Some(admin), &opts_for(tc), |d| {
+        *d = Document::parse(base.as_bytes());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    [RuleSpec {
+        method: costplus_hba::AuthMethod::Trust,
+        ..RuleSpec::hostssl_scram(name, name, "127.0.0.1/32")
+    }]
+}
+
 /// A writer that died between writing the file and reloading: applying the same edit again
 /// changes no byte but reloads, so the server runs the file; once loaded, no more reloads.
 #[test]
@@ -239,22 +268,7 @@ fn a_file_written_but_never_reloaded_is_reloaded_by_the_next_apply() {
     let hba = tc.cluster().hba_file();
     block_on(async {
         let admin = tc.connect().await;
-        admin.batch_execute("CREATE ROLE fred LOGIN").await.unwrap();
-        admin.batch_execute("CREATE DATABASE fred").await.unwrap();
-        let rules = [RuleSpec {
-            method: costplus_hba::AuthMethod::Trust,
-            ..RuleSpec::hostssl_scram("fred", "fred", "127.0.0.1/32")
-        }];
-        let su = tc.superuser().to_string();
-        let base = format!(
-            "local all {su} peer map=costplus_admin\nhostssl all {su} 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n"
-        );
-        apply(Some(&admin), &opts_for(&tc), |d| {
-            *d = Document::parse(base.as_bytes());
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let rules = loaded_base_and_trusted_customer(&tc, &admin, "fred").await;
         // The crash: written offline (no server, no reload).
         apply(None, &opts_for(&tc), |d| {
             d.set_customer_rules("fred", &rules).map(|_| ())
@@ -301,22 +315,7 @@ fn a_pending_write_is_reloaded_even_when_times_say_it_is_loaded() {
     let tc = TestCluster::start();
     block_on(async {
         let admin = tc.connect().await;
-        admin.batch_execute("CREATE ROLE hugo LOGIN").await.unwrap();
-        admin.batch_execute("CREATE DATABASE hugo").await.unwrap();
-        let rules = [RuleSpec {
-            method: costplus_hba::AuthMethod::Trust,
-            ..RuleSpec::hostssl_scram("hugo", "hugo", "127.0.0.1/32")
-        }];
-        let su = tc.superuser().to_string();
-        let base = format!(
-            "local all {su} peer map=costplus_admin\nhostssl all {su} 127.0.0.1/32 scram-sha-256\nhost all all 0.0.0.0/0 reject\n"
-        );
-        apply(Some(&admin), &opts_for(&tc), |d| {
-            *d = Document::parse(base.as_bytes());
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let rules = loaded_base_and_trusted_customer(&tc, &admin, "hugo").await;
         assert!(!marker(&tc).exists(), "a confirmed reload leaves no marker");
         // This connection stays idle from here to its apply.
         let idle = tc.connect().await;
