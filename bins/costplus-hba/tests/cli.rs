@@ -200,6 +200,12 @@ fn add_and_remove_with_plan() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // offline: written, and said to be not loaded yet
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("not reloaded: the server may not run this file yet"),
+        "{said}"
+    );
     let now = String::from_utf8(std::fs::read(&f).unwrap()).unwrap();
     assert!(now.contains("hostssl acme acme ::/0 scram-sha-256 # costplus customer=acme\n"));
     let backups = std::fs::read_dir(dir.path())
@@ -297,6 +303,7 @@ fn apply_against_a_live_server() {
     assert_eq!(v["written"], true);
     assert_eq!(v["validated_by_server"], true);
     assert_eq!(v["reloaded"], true);
+    assert_eq!(v["reload_pending"], false);
     assert_eq!(std::fs::read(&hba).unwrap(), new.as_bytes());
     // a file the server refuses is never written
     let bad = write(dir.path(), "bad.conf", b"host all all all trust bogus=1\n");

@@ -500,6 +500,11 @@ fn finish_mutation(
                     if report.reloaded { ", reloaded" } else { "" }
                 );
             }
+            if report.reload_pending {
+                println!(
+                    "not reloaded: the server may not run this file yet; the next apply with a server connection reloads it"
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

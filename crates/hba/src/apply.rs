@@ -60,6 +60,13 @@ impl ApplyOptions {
             lock_file: None,
         }
     }
+
+    /// The lock file: [`ApplyOptions::lock_file`], else `<file>.costplus.lock` beside the file.
+    pub fn lock_file(&self) -> PathBuf {
+        self.lock_file
+            .clone()
+            .unwrap_or_else(|| lock_path(&self.hba_path))
+    }
 }
 
 /// What [`apply`] or [`plan`] did.
@@ -79,6 +86,9 @@ pub struct ApplyReport {
     pub validated_by_server: bool,
     /// The reload was confirmed.
     pub reloaded: bool,
+    /// The server may not run the file on disk yet (written offline or without reload, or
+    /// left so by an earlier writer): the next `apply` with a connection reloads it.
+    pub reload_pending: bool,
 }
 
 fn lock_path(p: &Path) -> PathBuf {
@@ -131,6 +141,7 @@ pub fn plan(
         written: false,
         validated_by_server: false,
         reloaded: false,
+        reload_pending: pending_path(&opts.lock_file()).exists(),
     })
 }
 
@@ -318,7 +329,7 @@ pub async fn apply(
     edit: impl FnOnce(&mut Document) -> Result<(), EditError>,
 ) -> Result<ApplyReport, Error> {
     let path = &opts.hba_path;
-    let lock_file = opts.lock_file.clone().unwrap_or_else(|| lock_path(path));
+    let lock_file = opts.lock_file();
     let _lock = costplus_fs::LockFile::acquire(&lock_file).map_err(|source| Error::Fs {
         action: "locking",
         path: lock_file.clone(),
@@ -339,6 +350,7 @@ pub async fn apply(
         written: false,
         validated_by_server: false,
         reloaded: false,
+        reload_pending: false,
     };
     if !report.changed {
         // Nothing to write, but the server may not run the file yet: a writer died between
@@ -364,6 +376,7 @@ pub async fn apply(
             clear_pending(&marker);
             report.reloaded = true;
         }
+        report.reload_pending = marker.exists();
         return Ok(report);
     }
     offline_check(&new, opts)?;
@@ -401,6 +414,7 @@ pub async fn apply(
     }
     report.written = true;
     let Some(client) = client else {
+        report.reload_pending = marker.exists();
         return Ok(report);
     };
     // Put the old file back; unless the marker was there before, the server runs it again.
@@ -427,12 +441,14 @@ pub async fn apply(
     }
     report.validated_by_server = true;
     if !opts.reload {
+        report.reload_pending = marker.exists();
         return Ok(report);
     }
     let reloaded = reload(client, path, opts.reload_timeout).await;
     if let Ok(true) = reloaded {
         clear_pending(&marker);
         report.reloaded = true;
+        report.reload_pending = marker.exists();
         return Ok(report);
     }
     // The old file goes back and is reloaded: the server may have loaded the new one anyway.

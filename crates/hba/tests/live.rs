@@ -270,11 +270,14 @@ fn a_file_written_but_never_reloaded_is_reloaded_by_the_next_apply() {
         let admin = tc.connect().await;
         let rules = loaded_base_and_trusted_customer(&tc, &admin, "fred").await;
         // The crash: written offline (no server, no reload).
-        apply(None, &opts_for(&tc), |d| {
+        let offline = apply(None, &opts_for(&tc), |d| {
             d.set_customer_rules("fred", &rules).map(|_| ())
         })
         .await
         .unwrap();
+        assert!(offline.written && offline.reload_pending, "{offline:?}");
+        let planned = plan(&opts_for(&tc), |_| Ok(())).unwrap();
+        assert!(planned.reload_pending, "{planned:?}");
         // The server still runs the old file, without fred's line.
         assert_eq!(attempt(&tc, "fred", "fred", true).await, Outcome::Rejected);
         let written = std::fs::read(&hba).unwrap();
@@ -284,7 +287,10 @@ fn a_file_written_but_never_reloaded_is_reloaded_by_the_next_apply() {
         .await
         .unwrap();
         assert!(
-            !report.changed && report.validated_by_server && report.reloaded,
+            !report.changed
+                && report.validated_by_server
+                && report.reloaded
+                && !report.reload_pending,
             "{report:?}"
         );
         assert_eq!(std::fs::read(&hba).unwrap(), written);
