@@ -326,23 +326,13 @@ fn a_pending_write_is_reloaded_even_when_times_say_it_is_loaded() {
         // This connection stays idle from here to its apply.
         let idle = tc.connect().await;
         // Someone else reloads (the server loads the file as it is, without hugo) ...
-        // (a new connection reports the server's own load time)
-        let server_load_time = || async {
-            let c = tc.connect().await;
-            let t: String = c
-                .query_one("SELECT pg_conf_load_time()::text", &[])
-                .await
-                .unwrap()
-                .get(0);
-            t
-        };
-        let before = server_load_time().await;
+        let before = server_load_time(&tc).await;
         let other = tc.connect().await;
         other
             .query_one("SELECT pg_reload_conf()", &[])
             .await
             .unwrap();
-        while server_load_time().await == before {
+        while server_load_time(&tc).await == before {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         // ... then a writer writes offline and dies before reloading.
@@ -373,15 +363,18 @@ fn a_pending_write_is_reloaded_even_when_times_say_it_is_loaded() {
     });
 }
 
+/// The server's last configuration load (a new connection's backend inherits it).
+async fn server_load_time(tc: &TestCluster) -> String {
+    tc.connect()
+        .await
+        .query_one("SELECT pg_conf_load_time()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn load_time(tc: &TestCluster) -> String {
-    block_on(async {
-        tc.connect()
-            .await
-            .query_one("SELECT pg_conf_load_time()::text", &[])
-            .await
-            .unwrap()
-            .get(0)
-    })
+    block_on(server_load_time(tc))
 }
 
 #[test]
