@@ -203,7 +203,7 @@ fn add_and_remove_with_plan() {
     // offline: written, and said to be not loaded yet
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains("not reloaded: the server may not run this file yet"),
+        said.contains("reload pending: the server may not run this file yet"),
         "{said}"
     );
     let now = String::from_utf8(std::fs::read(&f).unwrap()).unwrap();

@@ -483,7 +483,11 @@ fn finish_mutation(
                     println!("no change");
                 }
             } else if !report.changed {
-                println!("{}: no change", report.path.display());
+                println!(
+                    "{}: no change{}",
+                    report.path.display(),
+                    if report.reloaded { ", reloaded" } else { "" }
+                );
             } else {
                 print!("{}", report.diff);
                 if let Some(b) = &report.backup {
@@ -502,7 +506,7 @@ fn finish_mutation(
             }
             if report.reload_pending {
                 println!(
-                    "not reloaded: the server may not run this file yet; the next apply with a server connection reloads it"
+                    "reload pending: the server may not run this file yet; the next apply that reloads (with a server connection, without --no-reload) does"
                 );
             }
         }

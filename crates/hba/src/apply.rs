@@ -376,7 +376,7 @@ pub async fn apply(
             clear_pending(&marker);
             report.reloaded = true;
         }
-        report.reload_pending = marker.exists();
+        report.reload_pending = !report.reloaded && marker.exists();
         return Ok(report);
     }
     offline_check(&new, opts)?;
@@ -396,20 +396,31 @@ pub async fn apply(
         .or_else(|| path.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
     let backup = backup_dir.join(format!("{file_name}.costplus-backup.{stamp}"));
-    write_backup(&backup, &old, &like)?;
-    if path.parent() != Some(backup_dir.as_path()) {
-        costplus_fs::sync_dir(&backup_dir).map_err(|source| Error::Fs {
-            action: "syncing the backup directory",
-            path: backup_dir.clone(),
-            source,
-        })?;
-    }
-    report.backup = Some(backup);
     mark_pending(&marker, &lock_file, path)?;
-    if let Err(e) = write_like(path, &new, &like) {
-        if !was_pending {
+    // Until the new file is in place, a failure leaves the marker as it was; a write that
+    // fails after its rename (the directory fsync) leaves the new file, and the marker.
+    let unmark_unless_written = || {
+        if !was_pending && read_current(path).is_ok_and(|now| now == old) {
             clear_pending(&marker);
         }
+    };
+    let written = write_backup(&backup, &old, &like)
+        .and_then(|()| {
+            if path.parent() == Some(backup_dir.as_path()) {
+                return Ok(());
+            }
+            costplus_fs::sync_dir(&backup_dir).map_err(|source| Error::Fs {
+                action: "syncing the backup directory",
+                path: backup_dir.clone(),
+                source,
+            })
+        })
+        .and_then(|()| {
+            report.backup = Some(backup.clone());
+            write_like(path, &new, &like)
+        });
+    if let Err(e) = written {
+        unmark_unless_written();
         return Err(e);
     }
     report.written = true;
@@ -448,7 +459,6 @@ pub async fn apply(
     if let Ok(true) = reloaded {
         clear_pending(&marker);
         report.reloaded = true;
-        report.reload_pending = marker.exists();
         return Ok(report);
     }
     // The old file goes back and is reloaded: the server may have loaded the new one anyway.

@@ -318,6 +318,39 @@ fn edits_of_bad_files_write_nothing() {
     let _ = Path::new("");
 }
 
+/// A write that fails before the new file is in place (here: the backup cannot be written)
+/// leaves the file, and no reload-pending marker: the server still runs the file on disk.
+#[test]
+fn a_failed_write_leaves_no_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let hba = dir.path().join("pg_hba.conf");
+    let base = b"local all all peer\nhost all all 0.0.0.0/0 reject\n";
+    std::fs::write(&hba, base).unwrap();
+    let mut opts = ApplyOptions::new(&hba, ReadOptions::default());
+    // a file where the backup directory should be
+    let not_a_dir = dir.path().join("backups");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    opts.backup_dir = Some(not_a_dir);
+    let err = futures_lite_block_on(costplus_hba::apply(None, &opts, |d| {
+        d.set_customer_rules("c", &[RuleSpec::hostssl_scram("c", "c", "::/0")])
+            .map(|_| ())
+    }))
+    .unwrap_err();
+    assert!(matches!(err, Error::Fs { .. }), "{err}");
+    assert_eq!(std::fs::read(&hba).unwrap(), base);
+    let marker = dir.path().join("pg_hba.conf.costplus.lock.reload-pending");
+    assert!(!marker.exists(), "the server runs the file on disk");
+    // the same edit with a working backup directory: written, marked pending (offline)
+    opts.backup_dir = None;
+    let report = futures_lite_block_on(costplus_hba::apply(None, &opts, |d| {
+        d.set_customer_rules("c", &[RuleSpec::hostssl_scram("c", "c", "::/0")])
+            .map(|_| ())
+    }))
+    .unwrap();
+    assert!(report.written && report.reload_pending, "{report:?}");
+    assert!(marker.exists());
+}
+
 fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
