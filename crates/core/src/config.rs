@@ -362,6 +362,29 @@ impl Config {
 }
 
 impl ServerConfig {
+    /// The server `name` for a local cluster reached at `host` over verified TLS (CA file
+    /// `sslrootcert`) as its superuser with the cluster's password file.
+    pub fn for_cluster(
+        name: &str,
+        cluster: &costplus_pgcluster::Cluster,
+        host: &str,
+        sslrootcert: PathBuf,
+    ) -> Self {
+        ServerConfig {
+            name: name.into(),
+            host: host.into(),
+            port: cluster.port(),
+            admin_user: cluster.superuser().into(),
+            admin_database: "postgres".into(),
+            sslmode: ConfigSslMode::VerifyFull,
+            sslrootcert: Some(sslrootcert),
+            password_file: Some(cluster.password_file()),
+            os_user: cluster.os_user().name.clone(),
+            cluster_root: Some(cluster.root().to_path_buf()),
+            log_file: Some(cluster.log_file()),
+        }
+    }
+
     /// Administrator connection options (password read from `password_file`, which must be
     /// private to this user).
     pub fn admin_connect_options(&self) -> Result<ConnectOptions> {

@@ -187,6 +187,14 @@ fn write_backup(path: &Path, bytes: &[u8], like: &costplus_fs::WriteOptions) -> 
     f.sync_all().map_err(io)
 }
 
+/// A failed query, as the error of `action`.
+fn query_failed(action: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| Error::Server {
+        action,
+        message: e.to_string(),
+    }
+}
+
 /// Rows of `pg_hba_file_rules` the server refuses: an error, or a row of NULLs (a line only
 /// logged as invalid, e.g. `clientcert=1`).
 async fn server_errors(client: &tokio_postgres::Client) -> Result<Vec<String>, Error> {
@@ -197,10 +205,7 @@ async fn server_errors(client: &tokio_postgres::Client) -> Result<Vec<String>, E
             &[],
         )
         .await
-        .map_err(|e| Error::Server {
-            action: "reading pg_hba_file_rules",
-            message: e.to_string(),
-        })?;
+        .map_err(query_failed("reading pg_hba_file_rules"))?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -211,15 +216,16 @@ async fn server_errors(client: &tokio_postgres::Client) -> Result<Vec<String>, E
         .collect())
 }
 
-async fn load_time(client: &tokio_postgres::Client) -> Result<String, Error> {
-    let row = client
-        .query_one("SELECT pg_conf_load_time()::text", &[])
+/// This connection's `pg_conf_load_time()`, in seconds since the epoch (microseconds kept).
+async fn load_time(client: &tokio_postgres::Client) -> Result<f64, Error> {
+    Ok(client
+        .query_one(
+            "SELECT extract(epoch FROM pg_conf_load_time())::float8",
+            &[],
+        )
         .await
-        .map_err(|e| Error::Server {
-            action: "reading pg_conf_load_time()",
-            message: e.to_string(),
-        })?;
-    Ok(row.get(0))
+        .map_err(query_failed("reading pg_conf_load_time()"))?
+        .get(0))
 }
 
 /// How far a file's modification time can lag the moment it was written. Linux stamps files
@@ -260,17 +266,7 @@ fn clear_pending(marker: &Path) {
 
 /// Whether `path` may have been modified after the server's last configuration load.
 async fn newer_than_last_load(client: &tokio_postgres::Client, path: &Path) -> Result<bool, Error> {
-    let loaded: f64 = client
-        .query_one(
-            "SELECT extract(epoch FROM pg_conf_load_time())::float8",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::Server {
-            action: "reading pg_conf_load_time()",
-            message: e.to_string(),
-        })?
-        .get(0);
+    let loaded = load_time(client).await?;
     let modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .map_err(|e| Error::Read {
@@ -302,10 +298,7 @@ async fn reload(
     let ok: bool = client
         .query_one("SELECT pg_reload_conf()", &[])
         .await
-        .map_err(|e| Error::Server {
-            action: "pg_reload_conf()",
-            message: e.to_string(),
-        })?
+        .map_err(query_failed("pg_reload_conf()"))?
         .get(0);
     if !ok {
         return Ok(false);

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use costplus_core::config::{Config, ConfigSslMode, NamingPolicy, ServerConfig};
+use costplus_core::config::{Config, NamingPolicy, ServerConfig};
 use costplus_fs::{LockFile, WriteOptions, write_atomic};
 use costplus_pgcluster::{Cluster, ClusterOptions, Status, TlsFiles};
 use costplus_s3::{OffsiteConfig, Provider};
@@ -376,19 +376,12 @@ fn create(layout: &Layout, opts: &UpOptions) -> Result<()> {
 
     // The configuration every command reads.
     let config = Config {
-        servers: vec![ServerConfig {
-            name: "sandbox".into(),
-            host: "localhost".into(),
-            port: cluster.port(),
-            admin_user: cluster.superuser().into(),
-            admin_database: "postgres".into(),
-            sslmode: ConfigSslMode::VerifyFull,
-            sslrootcert: Some(layout.ca_cert()),
-            password_file: Some(cluster.password_file()),
-            os_user: cluster.os_user().name.clone(),
-            cluster_root: Some(layout.pg_root()),
-            log_file: Some(cluster.log_file()),
-        }],
+        servers: vec![ServerConfig::for_cluster(
+            "sandbox",
+            &cluster,
+            "localhost",
+            layout.ca_cert(),
+        )],
         naming: NamingPolicy::default(),
         customers: Default::default(),
         state_dir: Some(layout.dir().join("state")),

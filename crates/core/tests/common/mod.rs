@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use costplus_core::config::{Config, ConfigSslMode, CustomerPolicy, NamingPolicy, ServerConfig};
+use costplus_core::config::{Config, CustomerPolicy, NamingPolicy, ServerConfig};
 use costplus_core::customer::{self, Ctx};
 use costplus_testsupport::TestCluster;
 use costplus_vault::{NewKey, Vault, VaultConfig};
@@ -28,20 +28,7 @@ host    all   all        ::/0           reject
 /// The configuration an operator would write for cluster `c`: server `t` over TLS with the
 /// cluster's password file; no vault, state directory or [backup].
 pub fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
-    let cluster = c.cluster();
-    let server = ServerConfig {
-        name: "t".into(),
-        host: cluster.listen().into(),
-        port: c.port(),
-        admin_user: c.superuser().into(),
-        admin_database: "postgres".into(),
-        sslmode: ConfigSslMode::VerifyFull,
-        sslrootcert: Some(c.ca_file()),
-        password_file: Some(cluster.password_file()),
-        os_user: cluster.os_user().name.clone(),
-        cluster_root: Some(cluster.root().to_path_buf()),
-        log_file: Some(c.log_file()),
-    };
+    let server = ServerConfig::for_cluster("t", c.cluster(), c.cluster().listen(), c.ca_file());
     let config = Config {
         servers: vec![server.clone()],
         naming: NamingPolicy::default(),
@@ -52,7 +39,7 @@ pub fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
         offsite: None,
         fail2ban: None,
         maintenance: None,
-        path: cluster.root().join("costplus.toml"),
+        path: c.cluster().root().join("costplus.toml"),
     };
     (config, server)
 }
