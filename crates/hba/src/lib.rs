@@ -136,13 +136,11 @@ pub fn read_rules(
     opts: &ReadOptions,
     env: &dyn Environment,
 ) -> RuleSet {
-    use std::os::unix::ffi::OsStrExt;
     let file_name = file_name.as_ref();
-    let file = file_name.as_os_str().as_bytes();
     let part = |range: std::ops::Range<usize>, first_line: usize, rows: Vec<RuleRow>| {
         // one `Arc` per part: two threads sharing one reference count fight over its cache line
         let source = Arc::new(SourceFile::new(file_name));
-        read_part(&bytes[range], file, &source, first_line, opts, env, rows)
+        read_part(&bytes[range], &source, first_line, opts, env, rows)
     };
     // at most one row per line (more only through include files)
     let lines = |b: &[u8]| memchr::memchr_iter(b'\n', b).count() + 1;
@@ -244,7 +242,6 @@ impl Part {
 
 fn read_part(
     bytes: &[u8],
-    file: &[u8],
     source: &Arc<SourceFile>,
     first_line: usize,
     opts: &ReadOptions,
@@ -254,7 +251,7 @@ fn read_part(
     let mut tk = tokenize::Tokenizer::new(env, opts.version);
     let mut builder = rules::RowBuilder::new(opts, env);
     let first_line = u32::try_from(first_line).unwrap_or(u32::MAX);
-    tk.tokenize_part(file, source, bytes, first_line, 0, &mut |tl| {
+    tk.tokenize_part(source, bytes, first_line, 0, &mut |tl| {
         builder.push_row(tl, &mut rows)
     });
     Part {

@@ -303,21 +303,20 @@ impl<'a> Tokenizer<'a> {
         let source = Arc::new(SourceFile::new(Path::new(std::ffi::OsStr::from_bytes(
             file,
         ))));
-        self.tokenize_part(file, &source, bytes, 1, depth, out);
+        self.tokenize_part(&source, bytes, 1, depth, out);
     }
 
     /// [`Tokenizer::tokenize_file`] on a part of a file (`source`) whose first line is
     /// `first_line`, cut where a logical line ends.
     pub fn tokenize_part(
         &mut self,
-        file: &[u8],
         source: &Arc<SourceFile>,
         bytes: &[u8],
         first_line: u32,
         depth: usize,
         out: &mut Sink<'_>,
     ) {
-        let file_path = source;
+        let file = source.path.as_os_str().as_bytes();
         self.stack.push(file.to_vec());
         self.cur_line.push(0);
         for raw in read_lines(bytes, self.version).starting_at(first_line) {
@@ -333,7 +332,7 @@ impl<'a> Tokenizer<'a> {
             if self.expanded_lines > MAX_EXPANDED_LINES {
                 self.exhausted = true;
                 self.diagnostics.push(Diagnostic {
-                    file: file_path.path.clone(),
+                    file: source.path.clone(),
                     line: Some(raw.line_number),
                     severity: Severity::Error,
                     message: format!(
@@ -341,7 +340,7 @@ impl<'a> Tokenizer<'a> {
                     ),
                 });
                 out(&TokLine {
-                    file: file_path,
+                    file: source,
                     line_number: raw.line_number,
                     toks: SmallVec::new(),
                     ends: SmallVec::new(),
@@ -352,7 +351,7 @@ impl<'a> Tokenizer<'a> {
             if raw.had_nul {
                 self.carried = true;
                 self.diagnostics.push(Diagnostic {
-                    file: file_path.path.clone(),
+                    file: source.path.clone(),
                     line: Some(raw.line_number),
                     severity: Severity::Error,
                     message: "NUL byte: PostgreSQL drops the rest of this line and joins the next line to it".into(),
@@ -365,7 +364,7 @@ impl<'a> Tokenizer<'a> {
             let line: &[u8] = &raw.content;
             // built in place: the line's tokens are not moved again
             let mut tl = TokLine {
-                file: file_path,
+                file: source,
                 line_number: raw.line_number,
                 toks: SmallVec::new(),
                 ends: SmallVec::new(),
