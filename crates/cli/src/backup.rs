@@ -26,7 +26,7 @@ use costplus_pgbackrest::{
 };
 use costplus_pgcluster::connect::ConnectOptions;
 
-use crate::common::{ScheduleStyle, enable_timers, schedule_dir};
+use crate::common::{ScheduleStyle, schedule_dir};
 use crate::output::{Format, print_json};
 
 /// Encrypted pgBackRest backups (repo1 local, repo2 offsite), status, schedules and restore drills.
@@ -492,7 +492,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if install && !plan {
                 written = schedule::install(&files, &dir)?;
                 if style == ScheduleStyle::Systemd {
-                    enabled = enable_timers(&dir, &files)?;
+                    enabled = schedule::enable_timers(&dir, &files)?;
                 }
             }
             match fmt {

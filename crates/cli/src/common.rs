@@ -1,6 +1,6 @@
 //! Arguments shared by the commands that work on a configured server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use costplus_core::config::{Config, ServerConfig};
@@ -49,36 +49,7 @@ pub(crate) enum ScheduleStyle {
 /// Where `style`'s files go unless `--dir` says otherwise.
 pub(crate) fn schedule_dir(style: ScheduleStyle) -> &'static str {
     match style {
-        ScheduleStyle::Systemd => SYSTEMD_DIR,
-        ScheduleStyle::Cron => "/etc/cron.d",
+        ScheduleStyle::Systemd => costplus_pgbackrest::schedule::SYSTEMD_DIR,
+        ScheduleStyle::Cron => costplus_pgbackrest::schedule::CRON_DIR,
     }
-}
-
-const SYSTEMD_DIR: &str = "/etc/systemd/system";
-
-/// `systemctl daemon-reload`, then `enable --now` every timer among `files`, when `dir` is where
-/// systemd looks and systemd runs; otherwise nothing (the files are written for the operator
-/// to enable). Returns the timers enabled.
-pub(crate) fn enable_timers(
-    dir: &Path,
-    files: &[costplus_pgbackrest::schedule::UnitFile],
-) -> anyhow::Result<Vec<String>> {
-    if dir != Path::new(SYSTEMD_DIR) || !Path::new("/run/systemd/system").is_dir() {
-        return Ok(Vec::new());
-    }
-    let run = |args: &[&str]| -> anyhow::Result<()> {
-        let st = std::process::Command::new("systemctl")
-            .args(args)
-            .status()
-            .with_context(|| format!("systemctl {}", args.join(" ")))?;
-        anyhow::ensure!(st.success(), "systemctl {} failed ({st})", args.join(" "));
-        Ok(())
-    };
-    run(&["daemon-reload"])?;
-    let mut enabled = Vec::new();
-    for f in files.iter().filter(|f| f.name.ends_with(".timer")) {
-        run(&["enable", "--now", &f.name])?;
-        enabled.push(f.name.clone());
-    }
-    Ok(enabled)
 }

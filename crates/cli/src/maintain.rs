@@ -24,11 +24,10 @@ use costplus_core::audit;
 use costplus_core::config::{Config, ServerConfig};
 use costplus_core::maintain::{self, Period, Step, StepOutcome};
 use costplus_pgbackrest::info::BackupKind;
-use costplus_pgbackrest::schedule::UnitFile;
 use costplus_pgbackrest::{BackupType, backup, drill, schedule, status};
 
 use crate::backup::Ctx as BackupCtx;
-use crate::common::{ConfigArgs, ScheduleStyle, enable_timers, runtime, schedule_dir};
+use crate::common::{ConfigArgs, ScheduleStyle, runtime, schedule_dir};
 use crate::output::{Format, print_json};
 
 /// Disk use (percent) at which the daily `disk` step fails.
@@ -707,33 +706,28 @@ fn install(
             .with_file_name("costplus-maintain"),
     };
     let crontab = maintain::crontab(&binary, &cfg_path);
-    let files: Vec<UnitFile> = match style {
-        ScheduleStyle::Systemd => maintain::systemd_units(&binary, &cfg_path)
-            .into_iter()
-            .map(|(name, contents)| UnitFile { name, contents })
-            .collect(),
-        ScheduleStyle::Cron => vec![UnitFile {
-            name: "costplus-maintain".into(),
-            contents: crontab.clone(),
-        }],
+    let files = match style {
+        ScheduleStyle::Systemd => maintain::systemd_units(&binary, &cfg_path),
+        ScheduleStyle::Cron => vec![crontab.clone()],
     };
     let dir = dir.unwrap_or_else(|| PathBuf::from(schedule_dir(style)));
-    let written: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
-    if !plan {
-        schedule::install(&files, &dir)?;
-    }
+    let written = if plan {
+        Vec::new()
+    } else {
+        schedule::install(&files, &dir)?
+    };
     let mut enabled = Vec::new();
     if !plan && !no_enable && style == ScheduleStyle::Systemd {
-        enabled = enable_timers(&dir, &files)?;
+        enabled = schedule::enable_timers(&dir, &files)?;
     }
     match format {
         Format::Json => print_json(&json!({
             "plan": plan,
             "dir": dir,
             "files": files,
-            "written": if plan { Vec::new() } else { written.clone() },
+            "written": written,
             "enabled": enabled,
-            "crontab": crontab,
+            "crontab": crontab.contents,
         }))?,
         Format::Human => {
             for f in &files {
@@ -748,7 +742,10 @@ fn install(
                 }
             }
             if style == ScheduleStyle::Systemd {
-                println!("\n# the crontab alternative (/etc/cron.d/costplus-maintain):\n{crontab}");
+                println!(
+                    "\n# the crontab alternative (/etc/cron.d/costplus-maintain):\n{}",
+                    crontab.contents
+                );
             }
         }
     }

@@ -261,20 +261,8 @@ fn isolation_proof(n: usize, runs: usize) -> IsolationTimes {
             .texts("SELECT datname FROM pg_database WHERE datname LIKE 'iso%'")
             .await;
         assert_eq!(dbs.len(), n);
-        let mut socket = env.cluster.connect_options("postgres");
-        socket.host = env
-            .cluster
-            .cluster()
-            .socket_dir()
-            .to_string_lossy()
-            .into_owned();
-        socket.ssl = costplus_pgcluster::connect::SslMode::Disable;
-        socket.password = None;
-        let connect = |db: String| {
-            let mut o = socket.clone();
-            o.dbname = db;
-            async move { costplus_pgcluster::connect::connect(&o).await.ok() }
-        };
+        let cluster = env.cluster.cluster();
+        let connect = |db: String| async move { cluster.connect_socket(&db).await.ok() };
         let (mut inside, mut floor) = (Duration::MAX, Duration::MAX);
         for _ in 0..runs {
             let t = Instant::now();

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 use costplus_fs::{WriteOptions, write_atomic};
+use costplus_pgbackrest::schedule::UnitFile;
 
 /// Which maintenance run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,35 +340,35 @@ fn strip_url(s: &str) -> String {
         .join(" ")
 }
 
-/// systemd service and timer units for the three runs, as (file name, contents).
-pub fn systemd_units(binary: &Path, config: &Path) -> Vec<(String, String)> {
+/// systemd service and timer units for the three runs.
+pub fn systemd_units(binary: &Path, config: &Path) -> Vec<UnitFile> {
     let mut units = Vec::new();
     for p in [Period::Daily, Period::Weekly, Period::Monthly] {
         let name = format!("costplus-maintain-{}", p.as_str());
-        units.push((
-            format!("{name}.service"),
-            format!(
+        units.push(UnitFile {
+            name: format!("{name}.service"),
+            contents: format!(
                 "[Unit]\nDescription=costplus {p} maintenance\nAfter=postgresql.service network-online.target\nWants=network-online.target\n\n\
                  [Service]\nType=oneshot\nExecStart={bin} --config {cfg} {p}\nNice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n",
                 p = p.as_str(),
                 bin = binary.display(),
                 cfg = config.display()
             ),
-        ));
-        units.push((
-            format!("{name}.timer"),
-            format!(
+        });
+        units.push(UnitFile {
+            name: format!("{name}.timer"),
+            contents: format!(
                 "[Unit]\nDescription=costplus {p} maintenance\n\n[Timer]\nOnCalendar={cal}\nPersistent=true\nRandomizedDelaySec=300\n\n[Install]\nWantedBy=timers.target\n",
                 p = p.as_str(),
                 cal = p.on_calendar()
             ),
-        ));
+        });
     }
     units
 }
 
-/// The crontab alternative to [`systemd_units`].
-pub fn crontab(binary: &Path, config: &Path) -> String {
+/// The crontab alternative to [`systemd_units`]: `/etc/cron.d/costplus-maintain`.
+pub fn crontab(binary: &Path, config: &Path) -> UnitFile {
     let mut s = String::from("# costplus maintenance (alternative to the systemd timers)\n");
     for p in [Period::Daily, Period::Weekly, Period::Monthly] {
         s.push_str(&format!(
@@ -378,7 +379,10 @@ pub fn crontab(binary: &Path, config: &Path) -> String {
             p.as_str()
         ));
     }
-    s
+    UnitFile {
+        name: "costplus-maintain".into(),
+        contents: s,
+    }
 }
 
 #[cfg(test)]
@@ -431,14 +435,18 @@ mod tests {
             Path::new("/etc/costplus/costplus.toml"),
         );
         assert_eq!(units.len(), 6);
-        let (name, daily) = &units[0];
+        let UnitFile {
+            name,
+            contents: daily,
+        } = &units[0];
         assert_eq!(name, "costplus-maintain-daily.service");
         assert!(daily.contains(
             "ExecStart=/usr/local/bin/costplus-maintain --config /etc/costplus/costplus.toml daily"
         ));
-        assert!(units[1].1.contains("OnCalendar=*-*-* 02:30:00"));
+        assert!(units[1].contents.contains("OnCalendar=*-*-* 02:30:00"));
         assert!(
             crontab(Path::new("/b"), Path::new("/c"))
+                .contents
                 .contains("0 5 1 * * root /b --config /c monthly")
         );
     }

@@ -278,6 +278,47 @@ pub fn crontab(plan: &Plan, how: &Invocation) -> UnitFile {
     }
 }
 
+/// Where systemd looks for the units an administrator installs.
+pub const SYSTEMD_DIR: &str = "/etc/systemd/system";
+/// Where cron looks for system crontab files.
+pub const CRON_DIR: &str = "/etc/cron.d";
+
+/// `systemctl daemon-reload`, then `enable --now` every timer among `files`, when `dir` is
+/// [`SYSTEMD_DIR`] and systemd runs; otherwise nothing (the files are written for the operator
+/// to enable). Returns the timers enabled.
+pub fn enable_timers(dir: &Path, files: &[UnitFile]) -> Result<Vec<String>> {
+    if dir != Path::new(SYSTEMD_DIR) || !Path::new("/run/systemd/system").is_dir() {
+        return Ok(Vec::new());
+    }
+    let systemctl = costplus_fs::system_tool("systemctl")
+        .ok_or_else(|| Error::Config("systemd runs but systemctl was not found".into()))?;
+    let run = |args: &[&str]| -> Result<()> {
+        let st = std::process::Command::new(&systemctl)
+            .args(args)
+            .status()
+            .map_err(|source| Error::Io {
+                path: systemctl.clone(),
+                source,
+            })?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(Error::Tool {
+                command: format!("systemctl {}", args.join(" ")),
+                status: st.to_string(),
+                output: String::new(),
+            })
+        }
+    };
+    run(&["daemon-reload"])?;
+    let mut enabled = Vec::new();
+    for f in files.iter().filter(|f| f.name.ends_with(".timer")) {
+        run(&["enable", "--now", &f.name])?;
+        enabled.push(f.name.clone());
+    }
+    Ok(enabled)
+}
+
 /// Write unit files into `dir` (atomically, 0644). Returns the paths written.
 pub fn install(files: &[UnitFile], dir: &Path) -> Result<Vec<PathBuf>> {
     costplus_fs::create_dir_with_mode(dir, 0o755)

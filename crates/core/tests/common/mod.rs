@@ -47,18 +47,10 @@ pub fn config_of(c: &TestCluster) -> (Config, ServerConfig) {
 pub fn env_with(builder: costplus_testsupport::TestClusterBuilder) -> Env {
     let cluster = builder.hba(HBA).start();
     let dir = tempfile::tempdir().unwrap();
-    let pw = dir.path().join("admin.password");
-    costplus_fs::write_atomic(
-        &pw,
-        cluster.password().as_bytes(),
-        &costplus_fs::WriteOptions::private(),
-    )
-    .unwrap();
     let vault_dir = dir.path().join("vault");
     let key = dir.path().join("vault.key");
     Vault::init(&vault_dir, &NewKey::key_file(&key)).unwrap();
     let (mut config, _) = config_of(&cluster);
-    config.servers[0].password_file = Some(pw);
     config.customers = CustomerPolicy {
         connection_limit: 5,
         allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
