@@ -202,10 +202,7 @@ impl Ctx {
     pub(crate) fn from_config(config: Config, server: Option<&str>) -> anyhow::Result<Self> {
         let server = config.server(server)?.clone();
         let target = config.pg_target(&server)?;
-        let backup = config
-            .backup
-            .clone()
-            .context("pg_target checked the [backup] section")?;
+        let backup = config.backup_section()?.clone();
         backup
             .validate()
             .with_context(|| format!("{}", config.path.display()))?;

@@ -247,6 +247,15 @@ impl Config {
         Ok(Some(costplus_pgbackrest::PgBackRest::new(backup, user)))
     }
 
+    /// The `[backup]` section, or an error saying it is missing.
+    pub fn backup_section(&self) -> Result<&costplus_pgbackrest::BackupConfig> {
+        self.backup.as_ref().ok_or_else(|| Error::Config {
+            path: self.path.clone(),
+            message: "no [backup] section; add one (see `costplus sandbox up` for an example)"
+                .into(),
+        })
+    }
+
     /// What pgBackRest backs up on `server` (`pg1-*`): the cluster under `cluster_root`, else
     /// `[backup] pg_data` and `pg_socket_dir` with the server's port, OS user and admin user.
     pub fn pg_target(&self, server: &ServerConfig) -> Result<costplus_pgbackrest::conf::PgTarget> {
@@ -254,9 +263,7 @@ impl Config {
             path: self.path.clone(),
             message,
         };
-        let backup = self.backup.as_ref().ok_or_else(|| {
-            err("no [backup] section; add one (see `costplus sandbox up` for an example)".into())
-        })?;
+        let backup = self.backup_section()?;
         if let Some(root) = &server.cluster_root {
             return Ok(costplus_pgbackrest::conf::PgTarget::of_cluster(
                 &costplus_pgcluster::Cluster::open(root)?,

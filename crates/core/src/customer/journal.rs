@@ -36,12 +36,14 @@ pub struct Journal {
     pub done: Vec<String>,
 }
 
+/// The directory of `server`'s journals (and the per-customer locks beside them).
+pub fn dir(state_dir: &Path, server: &str) -> PathBuf {
+    state_dir.join("journal").join(server)
+}
+
 /// Where journals live: `<state_dir>/journal/<server>/<customer>.json`.
 pub fn path(state_dir: &Path, server: &str, customer: &str) -> PathBuf {
-    state_dir
-        .join("journal")
-        .join(server)
-        .join(format!("{customer}.json"))
+    dir(state_dir, server).join(format!("{customer}.json"))
 }
 
 impl Journal {
@@ -130,7 +132,7 @@ impl Journal {
 
     /// Every journal of `server`.
     pub fn list(state_dir: &Path, server: &str) -> Result<Vec<Journal>> {
-        let dir = state_dir.join("journal").join(server);
+        let dir = dir(state_dir, server);
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,

@@ -212,7 +212,7 @@ fn lock_customer(
     customer: &str,
 ) -> Result<costplus_fs::LockFile> {
     Ok(costplus_fs::LockFile::acquire(
-        &lock_path(state, server)?.join(format!("{customer}.lock")),
+        &lock_path(state, server, customer)?,
     )?)
 }
 
@@ -222,7 +222,7 @@ fn try_lock_customer(
     server: &str,
     customer: &str,
 ) -> Result<costplus_fs::LockFile> {
-    let path = lock_path(state, server)?.join(format!("{customer}.lock"));
+    let path = lock_path(state, server, customer)?;
     match costplus_fs::LockFile::try_acquire(&path) {
         Err(costplus_fs::Error::Locked { path }) => Err(Error::Invalid(format!(
             "customer {customer} is being changed by another costplus session (lock {}); run the batch again when it is done",
@@ -232,11 +232,15 @@ fn try_lock_customer(
     }
 }
 
-/// The directory of the per-customer locks (beside the journals), created when missing.
-fn lock_path(state: &std::path::Path, server: &str) -> Result<std::path::PathBuf> {
-    let dir = state.join("journal").join(server);
+/// The customer's lock file, beside its journal (the directory created when missing).
+fn lock_path(
+    state: &std::path::Path,
+    server: &str,
+    customer: &str,
+) -> Result<std::path::PathBuf> {
+    let dir = super::journal::dir(state, server);
     costplus_fs::create_dir_with_mode(&dir, 0o700)?;
-    Ok(dir)
+    Ok(dir.join(format!("{customer}.lock")))
 }
 
 /// One step of a plan or a run.
