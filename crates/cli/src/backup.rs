@@ -531,7 +531,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let database = ctx.config.naming.database_for(&name);
             let opts = customer::CustomerRestoreOptions {
                 into: into.unwrap_or_else(|| customer::default_into(&database, chrono::Utc::now())),
-                database,
                 role: ctx.config.naming.role_for(&name),
                 target,
                 repo,
@@ -539,41 +538,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 process_max: Some(ctx.backup.process_max),
                 superuser: ctx.target.superuser.clone(),
                 bin: None,
+                replace: replace.then(|| customer::default_keep_as(&database, chrono::Utc::now())),
+                database,
             };
-            let keep_as = customer::default_keep_as(&opts.database, chrono::Utc::now());
-            let (mut report, replaced) = if plan {
-                (customer::plan(&ctx.pgbr, &opts), None)
+            let report = if plan {
+                customer::plan(&ctx.pgbr, &opts)
             } else {
-                let live = ctx.live()?;
-                let report = rt.block_on(customer::run(&ctx.pgbr, &live, &opts))?;
-                let replaced = if replace {
-                    Some(rt.block_on(customer::replace_live(
-                        &live,
-                        &opts.database,
-                        &opts.into,
-                        &keep_as,
-                    ))?)
-                } else {
-                    None
-                };
-                (report, replaced)
+                rt.block_on(customer::run(&ctx.pgbr, &ctx.live()?, &opts))?
             };
-            if replace {
-                report.steps.retain(|s| !s.contains("is not touched"));
-            }
-            if replace && plan {
-                report.steps.push(format!(
-                    "--replace: refuse connections to {db}, end its sessions, rename {db} to {keep_as} (kept) and {} to {db}",
-                    opts.into,
-                    db = opts.database
-                ));
-            }
             match fmt {
-                Format::Json => {
-                    let mut v = serde_json::to_value(&report)?;
-                    v["replaced"] = serde_json::to_value(&replaced)?;
-                    print_json(&v)?
-                }
+                Format::Json => print_json(&report)?,
                 Format::Human => {
                     let head = if report.done { "restored" } else { "plan" };
                     println!(
@@ -586,7 +560,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     if let Some(n) = report.tables {
                         println!("{n} tables in {}", report.into);
                     }
-                    if let Some(r) = &replaced {
+                    if let Some(r) = &report.replaced {
                         println!(
                             "replaced: {} now holds the restored copy; the old one is kept as {} (connections refused); {} sessions ended",
                             r.database, r.kept_as, r.terminated_sessions

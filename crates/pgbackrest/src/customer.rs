@@ -42,6 +42,9 @@ pub struct CustomerRestoreOptions {
     pub superuser: String,
     /// PostgreSQL binaries (default: located).
     pub bin: Option<PgBin>,
+    /// Put the copy in place of the live database once it is there, keeping the live one
+    /// under this name ([`replace_live`]); asked for explicitly (`--replace --yes`).
+    pub replace: Option<String>,
 }
 
 /// The default name of the copy: `<db>_restored_<YYYYMMDDHHMMSS>` (cut to 63 bytes).
@@ -83,6 +86,8 @@ pub struct CustomerRestoreReport {
     pub restore_seconds: Option<f64>,
     /// Seconds for the copy into the live server.
     pub copy_seconds: Option<f64>,
+    /// What the replacement did ([`CustomerRestoreOptions::replace`]).
+    pub replaced: Option<ReplaceReport>,
 }
 
 /// The steps, for `--plan` and the report.
@@ -113,14 +118,22 @@ pub fn plan(pgbr: &PgBackRest, opts: &CustomerRestoreOptions) -> CustomerRestore
                 opts.database, opts.role, opts.into
             ),
             "stop and remove the scratch cluster".into(),
-            format!(
-                "the live database {} is not touched; add a pg_hba.conf line for {} if the customer should reach it",
-                opts.database, opts.into
-            ),
+            match &opts.replace {
+                None => format!(
+                    "the live database {} is not touched; add a pg_hba.conf line for {} if the customer should reach it",
+                    opts.database, opts.into
+                ),
+                Some(keep_as) => format!(
+                    "--replace: refuse connections to {db}, end its sessions, rename {db} to {keep_as} (kept) and {} to {db}",
+                    opts.into,
+                    db = opts.database
+                ),
+            },
         ],
         tables: None,
         restore_seconds: None,
         copy_seconds: None,
+        replaced: None,
     }
 }
 
@@ -154,7 +167,7 @@ pub async fn run(
     }
     let mut admin_opts = live.clone();
     admin_opts.dbname = "postgres".into();
-    let admin = connect(&admin_opts).await?;
+    let mut admin = connect(&admin_opts).await?;
     let exists = |name: String, sql: &'static str| {
         let admin = &admin;
         async move {
@@ -198,6 +211,17 @@ pub async fn run(
             opts.into
         )));
     }
+    if let Some(keep_as) = &opts.replace
+        && exists(
+            keep_as.clone(),
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+        )
+        .await?
+    {
+        return Err(Error::Config(format!(
+            "database {keep_as} already exists on the live server; nothing was changed"
+        )));
+    }
 
     // Short: the socket path under it is limited to 107 bytes.
     let scratch = opts.scratch_dir.join(format!(
@@ -237,6 +261,9 @@ pub async fn run(
     report.tables = Some(tables);
     report.restore_seconds = Some(restore_seconds);
     report.copy_seconds = Some(copy_seconds);
+    if let Some(keep_as) = &opts.replace {
+        report.replaced = Some(swap(&mut admin, &opts.database, &opts.into, keep_as).await?);
+    }
     Ok(report)
 }
 
@@ -281,6 +308,16 @@ pub async fn replace_live(
             }));
         }
     }
+    swap(&mut admin, database, restored, keep_as).await
+}
+
+/// The swap of [`replace_live`], once the names are checked.
+async fn swap(
+    admin: &mut tokio_postgres::Client,
+    database: &str,
+    restored: &str,
+    keep_as: &str,
+) -> Result<ReplaceReport> {
     let (db, new, keep) = (
         quote_ident(database),
         quote_ident(restored),

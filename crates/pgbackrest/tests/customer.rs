@@ -62,6 +62,7 @@ fn restore_customer_brings_back_deleted_rows_into_a_new_database_only() {
         process_max: Some(2),
         superuser: "postgres".into(),
         bin: None,
+        replace: None,
     };
     // The plan changes nothing.
     let plan = customer::plan(&rig.pgbr, &opts);

@@ -211,9 +211,9 @@ fn lock_customer(
     server: &str,
     customer: &str,
 ) -> Result<costplus_fs::LockFile> {
-    Ok(costplus_fs::LockFile::acquire(
-        &lock_path(state, server, customer)?,
-    )?)
+    Ok(costplus_fs::LockFile::acquire(&lock_path(
+        state, server, customer,
+    )?)?)
 }
 
 /// [`lock_customer`] without waiting: another session's lock is an error naming the customer.
@@ -233,11 +233,7 @@ fn try_lock_customer(
 }
 
 /// The customer's lock file, beside its journal (the directory created when missing).
-fn lock_path(
-    state: &std::path::Path,
-    server: &str,
-    customer: &str,
-) -> Result<std::path::PathBuf> {
+fn lock_path(state: &std::path::Path, server: &str, customer: &str) -> Result<std::path::PathBuf> {
     let dir = super::journal::dir(state, server);
     costplus_fs::create_dir_with_mode(&dir, 0o700)?;
     Ok(dir.join(format!("{customer}.lock")))
