@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::exec::{PgBackRest, RestoreOptions};
 use crate::{Error, Result, pg_err, quote_ident};
 use costplus_pgcluster::connect::{ConnectOptions, SslMode, connect};
-use costplus_pgcluster::{AdoptOptions, Cluster, PgBin};
+use costplus_pgcluster::{Cluster, PgBin};
 
 /// What to restore.
 #[derive(Debug, Clone)]
@@ -139,14 +139,11 @@ pub fn plan(pgbr: &PgBackRest, opts: &CustomerRestoreOptions) -> CustomerRestore
 
 fn restore_options(opts: &CustomerRestoreOptions, scratch: &std::path::Path) -> RestoreOptions {
     RestoreOptions {
-        pg_path: scratch.join("data"),
         repo: Some(opts.repo),
-        set: None,
         target: Some(opts.target.clone()),
         db_include: vec![opts.database.clone()],
-        tablespace_dir: Some(scratch.join("tablespaces")),
-        spool_dir: Some(scratch.join("spool")),
         process_max: opts.process_max,
+        ..RestoreOptions::into_scratch(scratch)
     }
 }
 
@@ -232,18 +229,8 @@ pub async fn run(
     let result = async {
         crate::drill::prepare_scratch(&scratch, pgbr)?;
         pgbr.restore(&restore_options(opts, &scratch))?;
-        let mut a = AdoptOptions::new(&scratch);
-        a.os_user = Some(pgbr.os_user().clone());
-        a.superuser = opts.superuser.clone();
-        a.bin = opts.bin.clone();
-        a.settings = vec![
-            ("archive_mode".into(), "off".into()),
-            ("archive_command".into(), "''".into()),
-            ("hot_standby".into(), "off".into()),
-        ];
-        let cluster = Cluster::adopt(a)?;
-        cluster.start()?;
-        crate::drill::wait_accepting(&cluster, std::time::Duration::from_secs(3600))?;
+        let cluster =
+            crate::drill::start_scratch(&scratch, pgbr, &opts.superuser, opts.bin.clone())?;
         let restore_seconds = t.elapsed().as_secs_f64();
         let copied = copy_into_live(&cluster, &admin, live, opts).await;
         let _ = cluster.stop_mode("fast");

@@ -243,14 +243,11 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
         // 2. Restore.
         prepare_scratch(&scratch, pgbr)?;
         let ropts = RestoreOptions {
-            pg_path: scratch.join("data"),
             repo: Some(opts.repo),
             set: set.clone(),
             target: opts.target.clone(),
-            db_include: Vec::new(),
-            tablespace_dir: Some(scratch.join("tablespaces")),
-            spool_dir: Some(scratch.join("spool")),
             process_max: opts.process_max,
+            ..RestoreOptions::into_scratch(&scratch)
         };
         let t = Instant::now();
         let restored = pgbr.restore(&ropts);
@@ -266,7 +263,7 @@ pub async fn run(pgbr: &PgBackRest, opts: &DrillOptions) -> Result<DrillReport> 
     if !run.failed() {
         // 3. Start.
         let t = Instant::now();
-        match start_scratch(&scratch, pgbr, opts) {
+        match start_scratch(&scratch, pgbr, &opts.superuser, opts.bin.clone()) {
             Ok(c) => {
                 timings.start_seconds = secs(t);
                 run.pass(
@@ -457,11 +454,18 @@ pub(crate) fn prepare_scratch(scratch: &Path, pgbr: &PgBackRest) -> Result<()> {
     Ok(())
 }
 
-fn start_scratch(scratch: &Path, pgbr: &PgBackRest, opts: &DrillOptions) -> Result<Cluster> {
+/// Start a cluster restored into `scratch` (its own port, archiving off) and wait until
+/// recovery is done.
+pub(crate) fn start_scratch(
+    scratch: &Path,
+    pgbr: &PgBackRest,
+    superuser: &str,
+    bin: Option<PgBin>,
+) -> Result<Cluster> {
     let mut a = AdoptOptions::new(scratch);
     a.os_user = Some(pgbr.os_user().clone());
-    a.superuser = opts.superuser.clone();
-    a.bin = opts.bin.clone();
+    a.superuser = superuser.to_string();
+    a.bin = bin;
     a.settings = vec![
         ("archive_mode".into(), "off".into()),
         ("archive_command".into(), "''".into()),

@@ -76,6 +76,17 @@ pub struct RestoreOptions {
 }
 
 impl RestoreOptions {
+    /// A restore into scratch directory `scratch` as `drill::prepare_scratch` lays it out:
+    /// `data/`, `tablespaces/`, its own `spool/`; the rest default.
+    pub fn into_scratch(scratch: &std::path::Path) -> Self {
+        RestoreOptions {
+            pg_path: scratch.join("data"),
+            tablespace_dir: Some(scratch.join("tablespaces")),
+            spool_dir: Some(scratch.join("spool")),
+            ..Default::default()
+        }
+    }
+
     /// The command-line arguments after `restore`.
     pub fn args(&self) -> Vec<String> {
         let mut a = vec![
