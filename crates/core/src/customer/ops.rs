@@ -326,10 +326,15 @@ struct Started {
     _lock: Option<costplus_fs::LockFile>,
     /// The journal of an unfinished operation, if any.
     journal: Option<Journal>,
+    /// The customer's vault record.
+    record: Option<costplus_vault::Summary>,
+    role_exists: bool,
+    db_exists: bool,
 }
 
 /// Names, the customer's lock (unless `plan`), the journal of an unfinished operation (its
-/// leftover sessions settled) and a refusal when that operation is not `operation`.
+/// leftover sessions settled) and a refusal when that operation is not `operation`, and what
+/// of the customer exists now (vault record, role, database).
 async fn start(
     ctx: &mut Ctx<'_>,
     customer: &str,
@@ -357,12 +362,18 @@ async fn start(
             super::journal::path(&state, &server, customer).display()
         )));
     }
+    let record = ctx.vault.summary(customer).ok();
+    let role_exists = ctx.role_exists(&n.role).await?;
+    let db_exists = ctx.database_exists(&n.database).await?;
     Ok(Started {
         n,
         state,
         server,
         _lock: lock,
         journal,
+        record,
+        role_exists,
+        db_exists,
     })
 }
 
@@ -378,10 +389,10 @@ pub async fn provision(
         server,
         _lock,
         journal,
+        record,
+        role_exists,
+        db_exists,
     } = start(ctx, customer, opts.plan, Operation::Provision).await?;
-    let record = ctx.vault.summary(customer).ok();
-    let role_exists = ctx.role_exists(&n.role).await?;
-    let db_exists = ctx.database_exists(&n.database).await?;
     let fully = journal.is_none()
         && role_exists
         && db_exists
@@ -879,10 +890,10 @@ pub async fn deprovision(
         server,
         _lock,
         journal,
+        record,
+        role_exists,
+        db_exists,
     } = start(ctx, customer, opts.plan, Operation::Deprovision).await?;
-    let role_exists = ctx.role_exists(&n.role).await?;
-    let db_exists = ctx.database_exists(&n.database).await?;
-    let record = ctx.vault.summary(customer).ok();
     if journal.is_none() && !role_exists && !db_exists && record.is_none() {
         return Err(Error::Invalid(format!(
             "no customer {customer} on server {server} (no role {}, no database {}, no vault record)",
